@@ -1,0 +1,35 @@
+# Every target creates .venv when missing and installs ember with its extras; a second run reuses it.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned to the build this machine serves from disk (pyproject asks for a range).
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[data,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m ember.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --timeout 900 -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/loop_overhead.py
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check ember tests bench
+	$(BIN)/ruff check ember tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format ember tests bench
+	$(BIN)/ruff check --fix ember tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
