@@ -1,0 +1,109 @@
+"""The training loop's events, the `Callback` base class and the cancel exceptions.
+
+Every event is declared once, in `EVENTS`. A callback defining a method that looks like an event
+(`before_*` / `after_*`) but is not one fails when its class is defined, so a misspelt
+`after_bacth` is an error instead of a hook that silently never runs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ember.learner.learner import Learner
+
+__all__ = [
+    "EVENTS",
+    "Callback",
+    "CancelBatchException",
+    "CancelEpochException",
+    "CancelException",
+    "CancelFitException",
+    "CancelTrainException",
+    "CancelValidException",
+]
+
+# In the order the loop emits them: fit > epoch > (train, validate) > batch.
+EVENTS: tuple[str, ...] = (
+    "before_fit",
+    "before_epoch",
+    "before_train",
+    "before_batch",
+    "after_pred",
+    "after_loss",
+    "before_backward",
+    "after_backward",
+    "after_step",
+    "after_cancel_batch",
+    "after_batch",
+    "after_cancel_train",
+    "after_train",
+    "before_validate",
+    "after_cancel_validate",
+    "after_validate",
+    "after_cancel_epoch",
+    "after_epoch",
+    "after_cancel_fit",
+    "after_fit",
+)
+
+
+class CancelException(Exception):
+    """Base of the exceptions a callback raises to skip the rest of a stage."""
+
+
+class CancelBatchException(CancelException):
+    """Skip the rest of this batch (its `after_cancel_batch` and `after_batch` still run)."""
+
+
+class CancelTrainException(CancelException):
+    """Skip the rest of this epoch's training pass."""
+
+
+class CancelValidException(CancelException):
+    """Skip this epoch's validation pass."""
+
+
+class CancelEpochException(CancelException):
+    """Skip the rest of this epoch."""
+
+
+class CancelFitException(CancelException):
+    """Stop training (`after_cancel_fit` and `after_fit` still run)."""
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"Callback$", "", name) or name
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+class Callback:
+    """Base class: subclass it, set `order`, define hook methods named after events (no arguments).
+
+    The learner sets `self.learn` when the callback is added. Lower `order` runs first.
+
+    >>> class PrintLoss(Callback):
+    ...     def after_epoch(self):
+    ...         print(self.learn.epoch, self.learn.recorder.log)
+    """
+
+    order: int = 0
+    learn: Learner
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in vars(cls):
+            if re.match(r"(before|after)_", attr) and attr not in EVENTS:
+                raise TypeError(
+                    f"{cls.__name__}.{attr} looks like an event hook but is not an event. "
+                    f"Events are: {', '.join(EVENTS)}"
+                )
+
+    @property
+    def name(self) -> str:
+        """The class name in snake case without `Callback`: `SaveModelCallback` -> `save_model`."""
+        return _snake(type(self).__name__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(order={self.order})"

@@ -1,0 +1,147 @@
+"""The Recorder: losses, learning rates, momentums and metrics, per batch and per epoch, and plots."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ember.callbacks.core import Callback
+from ember.core.utils import find_bs
+
+__all__ = ["Recorder"]
+
+
+class Recorder(Callback):
+    """Always on. Per training batch: `losses` (smoothed), `lrs`, `moms`. Per epoch: `values` rows of
+    `[train_loss, valid_loss, *metrics]` with `metric_names`, and `times`.
+
+    The train loss is an exponential moving average of batch losses (`beta`), debiased, as the course
+    shows it; validation loss and metrics are computed over the whole validation set.
+    """
+
+    order = 50
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta = beta
+        self.lrs: list[float] = []
+        self.moms: list[float] = []
+        self.losses: list[float] = []
+        self.values: list[list[float | None]] = []
+        self.times: list[float] = []
+        self.valid_values: list[float | None] = []
+        self.log: list[Any] = []
+
+    @property
+    def metric_names(self) -> list[str]:
+        return ["epoch", "train_loss", "valid_loss", *(m.name for m in self.learn.metrics), "time"]
+
+    def before_fit(self) -> None:
+        self.lrs, self.moms, self.losses, self.values, self.times = [], [], [], [], []
+        self._smooth, self._n = 0.0, 0
+
+    def before_epoch(self) -> None:
+        self._start = time.perf_counter()
+        self._reset_valid()  # a validation cancelled before our before_validate must not see stale sums
+
+    def before_validate(self) -> None:
+        self._reset_valid()
+
+    def _reset_valid(self) -> None:
+        self.valid_values = [None] * (1 + len(self.learn.metrics))
+        self._loss_sum, self._count = torch.zeros((), device=self.learn.dls.device), 0
+        for m in self.learn.metrics:
+            m.reset()
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if learn.loss is None:  # cancelled before the loss, or a batch without targets
+            return
+        if learn.training:
+            self._record_train_batch()
+            return
+        bs = find_bs(learn.yb)
+        self._loss_sum = self._loss_sum + learn.loss.float() * bs
+        self._count += bs
+        for m in learn.metrics:
+            m.accumulate(learn.pred, *learn.yb)
+
+    def _record_train_batch(self) -> None:
+        self._n += 1
+        self._smooth = self.beta * self._smooth + (1 - self.beta) * self.learn.loss.item()
+        self.losses.append(self._smooth / (1 - self.beta**self._n))
+        group = self.learn.opt.param_groups[-1]
+        self.lrs.append(group["lr"])
+        self.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
+
+    @property
+    def smooth_loss(self) -> float:
+        return self.losses[-1] if self.losses else float("nan")
+
+    def after_validate(self) -> None:
+        if self._count == 0:
+            return
+        metrics = [m.value for m in self.learn.metrics]
+        self.valid_values = [(self._loss_sum / self._count).item(), *metrics]
+
+    def after_epoch(self) -> None:
+        elapsed = time.perf_counter() - self._start
+        self.values.append([self.smooth_loss, *self.valid_values])
+        self.times.append(elapsed)
+        self.log = [self.learn.epoch, *self.values[-1], elapsed]
+
+    def value(self, name: str) -> float | None:
+        """The last epoch's value of a column: 'train_loss', 'valid_loss' or a metric's name."""
+        names = self.metric_names[1:-1]
+        if name not in names:
+            raise KeyError(f"no column {name!r} in the recorder; columns are {names}")
+        return self.values[-1][names.index(name)] if self.values else None
+
+    # ---- plots -----------------------------------------------------------------------------------
+    def plot_loss(self, skip_start: int = 5, with_valid: bool = True, ax: Any = None) -> Any:
+        """Training loss per batch (smoothed) and validation loss per epoch."""
+        ax = _axes(ax)
+        ax.plot(range(skip_start, len(self.losses)), self.losses[skip_start:], label="train")
+        if with_valid and self.values:
+            n_iter = len(self.losses) / max(len(self.values), 1)
+            xs = [(i + 1) * n_iter - 1 for i in range(len(self.values))]
+            ax.plot(xs, [v[1] for v in self.values], label="valid", marker="o")
+        ax.set_xlabel("batch")
+        ax.set_ylabel("loss")
+        ax.legend()
+        return ax.figure
+
+    def plot_sched(self) -> Any:
+        """The learning rate and momentum of the last parameter group, per batch."""
+        import matplotlib.pyplot as plt
+
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        ax1.plot(self.lrs)
+        ax1.set_title("learning rate")
+        ax2.plot(self.moms)
+        ax2.set_title("momentum")
+        return fig
+
+    def plot_lr_find(self, skip_end: int = 5, suggestions: Any = None, ax: Any = None) -> Any:
+        """Loss against learning rate (log scale) from `lr_find`, with the suggestions marked."""
+        ax = _axes(ax)
+        end = -skip_end if skip_end and len(self.lrs) > skip_end else None
+        ax.plot(self.lrs[:end], self.losses[:end])
+        ax.set_xscale("log")
+        ax.set_xlabel("Learning Rate")
+        ax.set_ylabel("Loss")
+        for name, lr in suggestions._asdict().items() if suggestions is not None else ():
+            i = min(range(len(self.lrs)), key=lambda j: abs(self.lrs[j] - lr))
+            ax.plot(lr, self.losses[i], "o", label=f"{name}: {lr:.2e}")
+        if suggestions is not None:
+            ax.legend()
+        return ax.figure
+
+
+def _axes(ax: Any) -> Any:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots()[1]

@@ -1,0 +1,75 @@
+"""Small training callbacks: stop on NaN, clip gradients, accumulate gradients."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from ember.callbacks.core import Callback, CancelBatchException, CancelFitException
+from ember.core.utils import find_bs
+
+__all__ = ["GradientAccumulation", "GradientClip", "TerminateOnNaN"]
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or infinite, saying where and what to try."""
+
+    order = -9
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if not learn.training or learn.loss is None:
+            return
+        loss = learn.loss.item()
+        if math.isfinite(loss):
+            return
+        warnings.warn(
+            f"TerminateOnNaN: the training loss became {loss} at epoch {learn.epoch}, batch {learn.iter}; "
+            "training stopped. Try a lower learning rate (run lr_find), GradientClip(), to_fp32() if "
+            "you use mixed precision, or check the data for NaN/inf values.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        raise CancelFitException()
+
+
+class GradientClip(Callback):
+    """Clip the gradients' global norm to `max_norm` after each backward pass.
+
+    Runs after `MixedPrecision` has unscaled them, so the norm is the true one.
+    """
+
+    order = 20
+
+    def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0) -> None:
+        self.max_norm, self.norm_type = max_norm, norm_type
+
+    def after_backward(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm, self.norm_type)
+
+
+class GradientAccumulation(Callback):
+    """Step the optimizer only once `n_acc` samples have been seen, summing their gradients.
+
+    Each batch's loss is scaled by `bs / n_acc` so the summed gradient is that of a batch of `n_acc`.
+    """
+
+    order = 5  # before MixedPrecision's unscale and GradientClip, which must see the whole sum
+
+    def __init__(self, n_acc: int = 32) -> None:
+        self.n_acc = n_acc
+
+    def before_fit(self) -> None:
+        self.count = 0
+
+    def after_loss(self) -> None:
+        if self.learn.training and self.learn.yb:
+            self.learn.loss_grad = self.learn.loss_grad * (find_bs(self.learn.yb) / self.n_acc)
+
+    def after_backward(self) -> None:
+        self.count += find_bs(self.learn.yb)
+        if self.count < self.n_acc:
+            raise CancelBatchException()  # skips step and zero_grad: gradients keep adding up
+        self.count = 0

@@ -1,0 +1,113 @@
+"""Devices, seeds, nested tensor structures and atomic file writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "atomic_write",
+    "default_device",
+    "find_bs",
+    "listify",
+    "set_seed",
+    "to_cpu",
+    "to_detach",
+    "to_device",
+]
+
+
+def default_device() -> torch.device:
+    """The first CUDA GPU when there is one, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def set_seed(s: int, reproducible: bool = False) -> None:
+    """Seed Python, NumPy and torch (every device); `reproducible` also makes cuDNN deterministic.
+
+    >>> set_seed(42)
+    """
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    if reproducible:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def listify(o: Any) -> list:
+    """`None` -> [], a list/tuple -> list, anything else -> [o]."""
+    if o is None:
+        return []
+    if isinstance(o, list | tuple):
+        return list(o)
+    return [o]
+
+
+def _apply(f: Callable[[torch.Tensor], Any], o: Any) -> Any:
+    """Apply `f` to every tensor in a nest of tuples, lists and dicts."""
+    if isinstance(o, torch.Tensor):
+        return f(o)
+    if isinstance(o, dict):
+        return {k: _apply(f, v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return type(o)(_apply(f, v) for v in o)
+    return o
+
+
+def to_device(o: Any, device: torch.device | str, non_blocking: bool = True) -> Any:
+    """Move every tensor in `o` to `device` (a no-op for tensors already there)."""
+    return _apply(lambda t: t.to(device, non_blocking=non_blocking), o)
+
+
+def to_detach(o: Any, cpu: bool = False) -> Any:
+    """Detach every tensor in `o`, moving it to the CPU when `cpu`."""
+    return _apply(lambda t: t.detach().cpu() if cpu else t.detach(), o)
+
+
+def to_cpu(o: Any) -> Any:
+    """Move every tensor in `o` to the CPU."""
+    return _apply(lambda t: t.cpu(), o)
+
+
+def find_bs(o: Any) -> int:
+    """The batch size of a batch: the length of the first tensor found in it."""
+    if isinstance(o, torch.Tensor):
+        return o.shape[0] if o.ndim else 1
+    if isinstance(o, dict):
+        o = list(o.values())
+    for v in o:
+        return find_bs(v)
+    raise ValueError("find_bs: the batch holds no tensor, so its size cannot be found")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Write a file under a temporary name in the same folder, then rename it into place.
+
+    A crash mid-write leaves the previous file untouched and no partial file behind.
+
+    >>> with atomic_write("model.safetensors") as f:  # doctest: +SKIP
+    ...     f.write(data)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,212 @@
+"""Loaders that feed the Learner: batches moved to the device, with batch transforms run there.
+
+`DataLoader` batches an indexable dataset (tensor datasets are sliced, not collated item by item);
+`DeviceLoader` wraps any re-iterable of ready-made batches; `DataLoaders` holds train and valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader as TorchDataLoader
+from torch.utils.data import TensorDataset
+
+from ember.core.utils import default_device, to_device
+
+__all__ = ["DataLoader", "DataLoaders", "DeviceLoader"]
+
+BatchTfm = Callable[[Any], Any]
+
+
+class DeviceLoader:
+    """Iterate `batches`, moving each to `device` and applying `batch_tfms` there.
+
+    >>> dl = DeviceLoader([(torch.zeros(4, 2), torch.ones(4))], device="cpu")
+    """
+
+    def __init__(
+        self,
+        batches: Iterable,
+        device: torch.device | str | None = None,
+        batch_tfms: Sequence[BatchTfm] = (),
+        n_inp: int = 1,
+    ) -> None:
+        self.batches = batches
+        self.device = torch.device(device) if device is not None else default_device()
+        self.batch_tfms = list(batch_tfms)
+        self.n_inp = n_inp
+
+    def raw_batches(self) -> Iterable:
+        """The batches before they are moved and transformed."""
+        return self.batches
+
+    def __iter__(self) -> Iterator:
+        for b in self.raw_batches():
+            b = to_device(b, self.device, non_blocking=self.device.type == "cuda")
+            for tfm in self.batch_tfms:
+                b = tfm(b)
+            yield b
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def one_batch(self) -> Any:
+        """The first batch, on the device, transformed."""
+        for b in self:
+            return b
+        raise ValueError(f"{type(self).__name__} is empty: it yields no batch (check the dataset's length)")
+
+    def to(self, device: torch.device | str) -> DeviceLoader:
+        self.device = torch.device(device)
+        return self
+
+
+class DataLoader(DeviceLoader):
+    """Batch an indexable `dataset`; shuffle and `drop_last` are for the training set.
+
+    A `TensorDataset` is batched by slicing its tensors (no per-item Python work); anything else goes
+    through `torch.utils.data.DataLoader` with `num_workers` processes and pinned memory on CUDA.
+
+    >>> ds = TensorDataset(torch.randn(100, 3), torch.randn(100))
+    >>> xb, yb = DataLoader(ds, bs=32, shuffle=True, device="cpu").one_batch()
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        bs: int = 64,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        collate_fn: Callable | None = None,
+        device: torch.device | str | None = None,
+        batch_tfms: Sequence[BatchTfm] = (),
+        n_inp: int = 1,
+    ) -> None:
+        if bs < 1:
+            raise ValueError(f"DataLoader: bs must be a positive batch size, got {bs}")
+        super().__init__(None, device, batch_tfms, n_inp)  # type: ignore[arg-type]
+        self.dataset, self.bs, self.shuffle = dataset, bs, shuffle
+        # Dropping the last partial batch must never leave a small training set with no batch at all.
+        self.drop_last = drop_last and len(dataset) > bs
+        self.num_workers, self.collate_fn = num_workers, collate_fn
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.bs if self.drop_last else -(-n // self.bs)
+
+    def raw_batches(self) -> Iterable:
+        if isinstance(self.dataset, TensorDataset) and self.collate_fn is None:
+            return self._tensor_batches(self.dataset.tensors)
+        return TorchDataLoader(
+            self.dataset,
+            batch_size=self.bs,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _tensor_batches(self, tensors: tuple[torch.Tensor, ...]) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = len(tensors[0])
+        idx = torch.randperm(n) if self.shuffle else None
+        pin = self.device.type == "cuda"
+        for i in range(len(self)):
+            sl = slice(i * self.bs, (i + 1) * self.bs)
+            b = tuple(t[sl] if idx is None else t[idx[sl]] for t in tensors)
+            yield tuple(t.pin_memory() for t in b) if pin else b
+
+
+class DataLoaders:
+    """The training and validation loaders (plus any others), all on one device.
+
+    Any re-iterable of batches with a length works as a loader (a list of `(x, y)` tuples, a
+    `torch.utils.data.DataLoader`); it is wrapped so its batches are moved to the device.
+
+    >>> dls = DataLoaders.from_dsets(train_ds, valid_ds, bs=64)  # doctest: +SKIP
+    >>> xb, yb = dls.one_batch()  # doctest: +SKIP
+    """
+
+    def __init__(self, *loaders: Iterable, device: torch.device | str | None = None, path: Any = ".") -> None:
+        if len(loaders) < 1:
+            raise ValueError("DataLoaders needs at least a training loader: DataLoaders(train_dl, valid_dl)")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.loaders = [self._wrap(dl) for dl in loaders]
+        self.path = path
+
+    def _wrap(self, dl: Iterable) -> DeviceLoader:
+        if not isinstance(dl, DeviceLoader):
+            dl = DeviceLoader(dl, self.device)
+        dl.to(self.device)
+        return dl
+
+    @classmethod
+    def from_dsets(
+        cls,
+        train_ds: Any,
+        valid_ds: Any,
+        bs: int = 64,
+        val_bs: int | None = None,
+        shuffle: bool = True,
+        device: torch.device | str | None = None,
+        num_workers: int = 0,
+        collate_fn: Callable | None = None,
+        batch_tfms: Sequence[BatchTfm] = (),
+        n_inp: int = 1,
+        path: Any = ".",
+    ) -> DataLoaders:
+        """Loaders over two indexable datasets: the training one shuffled and without a last partial batch."""
+        common = dict(num_workers=num_workers, collate_fn=collate_fn, device=device, n_inp=n_inp)
+        train = DataLoader(train_ds, bs, shuffle=shuffle, drop_last=shuffle, batch_tfms=batch_tfms, **common)
+        valid = DataLoader(valid_ds, val_bs or bs, batch_tfms=batch_tfms, **common)
+        return cls(train, valid, device=device, path=path)
+
+    def __getitem__(self, i: int) -> DeviceLoader:
+        return self.loaders[i]
+
+    def __len__(self) -> int:
+        return len(self.loaders)
+
+    @property
+    def train(self) -> DeviceLoader:
+        return self.loaders[0]
+
+    @property
+    def valid(self) -> DeviceLoader:
+        if len(self.loaders) < 2:
+            raise AttributeError(
+                "these DataLoaders have no validation loader: pass DataLoaders(train, valid)"
+            )
+        return self.loaders[1]
+
+    @property
+    def train_ds(self) -> Any:
+        return getattr(self.train, "dataset", None)
+
+    @property
+    def valid_ds(self) -> Any:
+        return getattr(self.valid, "dataset", None)
+
+    @property
+    def n_inp(self) -> int:
+        return self.train.n_inp
+
+    def one_batch(self) -> Any:
+        """The first training batch, on the device."""
+        return self.train.one_batch()
+
+    def to(self, device: torch.device | str) -> DataLoaders:
+        self.device = torch.device(device)
+        for dl in self.loaders:
+            dl.to(self.device)
+        return self
+
+    def cuda(self) -> DataLoaders:
+        return self.to("cuda")
+
+    def cpu(self) -> DataLoaders:
+        return self.to("cpu")

@@ -1,0 +1,5 @@
+"""ember.learner: the Learner and its checkpoints."""
+
+from ember.learner.learner import Learner
+
+__all__ = ["Learner"]

@@ -1,0 +1,109 @@
+"""Model and optimizer state in one safetensors file: no pickle, written atomically.
+
+Tensors are stored under `model.<name>` and `opt.<param index>.<state key>`; the optimizer's
+non-tensor state and parameter groups go in the file's JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
+
+from ember.core.utils import atomic_write
+
+__all__ = ["load_checkpoint", "save_checkpoint"]
+
+FORMAT = "ember.checkpoint"
+VERSION = "1"
+
+
+def _flatten(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> tuple[dict, dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        # safetensors refuses tensors sharing memory (tied weights): store a copy of the second one.
+        tensors[f"model.{k}"] = v.clone() if v.data_ptr() in seen else v.contiguous()
+        seen.add(v.data_ptr())
+    meta: dict[str, str] = {"format": FORMAT, "version": VERSION, "with_opt": str(opt is not None)}
+    if opt is not None:
+        sd = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, state in sd["state"].items():
+            for key, val in state.items():
+                if isinstance(val, torch.Tensor):
+                    tensors[f"opt.{idx}.{key}"] = val.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(idx), {})[key] = val
+        meta["opt_param_groups"] = json.dumps(sd["param_groups"])
+        meta["opt_scalars"] = json.dumps(scalars)
+    return tensors, meta
+
+
+def save_checkpoint(
+    path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None, epoch: int
+) -> None:
+    """Write `model` (and `opt`) state to `path` atomically: a crash leaves any older file intact."""
+    tensors, meta = _flatten(model, opt)
+    meta["epoch"] = str(epoch)
+    data = save(tensors, metadata=meta)
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def _read_meta(path: Path) -> dict[str, str]:
+    if not path.exists():
+        others = sorted(p.stem for p in path.parent.glob("*.safetensors")) if path.parent.exists() else []
+        hint = f" Saved states there: {', '.join(others)}." if others else ""
+        raise FileNotFoundError(f"no saved state at {path}.{hint} Save one first with learn.save(name).")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not an ember checkpoint (not a readable safetensors file): {e}") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is a safetensors file but not an ember checkpoint (no '{FORMAT}' marker)")
+    return meta
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None, device: torch.device, strict: bool
+) -> dict[str, Any]:
+    """Load what `save_checkpoint` wrote into `model` (and `opt`); returns `{'epoch': int}`."""
+    meta = _read_meta(path)
+    tensors = load_file(str(path), device=str(device))
+    model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(model_sd, strict=strict)
+    if opt is not None and meta.get("with_opt") != "True":
+        warnings.warn(f"{path} holds no optimizer state; only the model was loaded", stacklevel=3)
+    elif opt is not None:
+        try:
+            opt.load_state_dict(_opt_state(tensors, meta))
+        except ValueError as e:
+            e.add_note(
+                f"(loading the optimizer state from {path}: was it saved with other layer groups, "
+                "e.g. before/after freeze or with another splitter? load with with_opt=False)"
+            )
+            raise
+    return {"epoch": int(meta.get("epoch", 0))}
+
+
+def _opt_state(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for idx, scalars in json.loads(meta["opt_scalars"]).items():
+        state.setdefault(int(idx), {}).update(scalars)
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, key = k.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    groups = json.loads(meta["opt_param_groups"])
+    for g in groups:  # JSON turned tuples into lists
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}

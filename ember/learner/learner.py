@@ -1,0 +1,443 @@
+"""The Learner: a model, its data, a loss and an optimizer, trained by a loop with callbacks.
+
+The loop reads top to bottom: `fit` -> `_do_epoch` -> `_do_train` / `_do_validate` -> `_do_one_batch`.
+Each stage is wrapped by `_with_events`, which emits `before_X`, then `after_cancel_X` if a callback
+cancelled it, then `after_X`. Customise in stages: keyword arguments, then callbacks, then override one
+of the step methods (`predict`, `get_loss`, `backward`, `step`, `zero_grad`) in a subclass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ember.callbacks.core import (
+    EVENTS,
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelException,
+    CancelFitException,
+    CancelTrainException,
+    CancelValidException,
+)
+from ember.callbacks.lr_finder import LRFinder, SuggestedLRs, suggest_lrs, valley
+from ember.callbacks.mixed_precision import MixedPrecision
+from ember.callbacks.progress import ProgressCallback
+from ember.callbacks.recorder import Recorder
+from ember.callbacks.schedule import ParamScheduler, combined_cos
+from ember.callbacks.training import TerminateOnNaN
+from ember.core.optimizer import Adam, OptFunc, default_splitter, lrs_for, param_groups, set_hyper
+from ember.core.utils import listify
+from ember.learner.checkpoint import load_checkpoint, save_checkpoint
+from ember.learner.preds import GatherPreds
+from ember.metrics import Metric, to_metric
+
+__all__ = ["Learner"]
+
+LR = float | slice | Sequence[float]
+
+
+class Learner:
+    """Train `model` on `dls` with `loss_func`, the course's way.
+
+    >>> learn = Learner(dls, model, loss_func=MSELossFlat(), metrics=rmse)  # doctest: +SKIP
+    >>> learn.fit_one_cycle(3, 1e-2)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dls: Any,
+        model: nn.Module,
+        loss_func: Callable | None = None,
+        opt_func: OptFunc = Adam,
+        lr: LR = 1e-3,
+        splitter: Callable[[nn.Module], list[list[nn.Parameter]]] = default_splitter,
+        cbs: Callback | Sequence[Callback] | None = None,
+        metrics: Metric | Callable | Sequence[Metric | Callable] | None = None,
+        path: str | Path | None = None,
+        model_dir: str | Path = "models",
+        wd: float | None = None,
+        wd_bn_bias: bool = False,
+        train_bn: bool = True,
+        moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
+        quiet: bool = False,
+    ) -> None:
+        loss_func = loss_func if loss_func is not None else getattr(dls, "loss_func", None)
+        if loss_func is None:
+            raise ValueError("Learner: no loss function. Pass loss_func=..., e.g. CrossEntropyLossFlat()")
+        self.dls, self.model, self.loss_func = dls, model, loss_func
+        self.opt_func, self.lr, self.splitter, self.wd = opt_func, lr, splitter, wd
+        self.wd_bn_bias, self.train_bn, self.moms = wd_bn_bias, train_bn, moms
+        self.metrics = [to_metric(m) for m in listify(metrics)]
+        self.path = Path(path if path is not None else getattr(dls, "path", "."))
+        self.model_dir = Path(model_dir)
+        self.opt: torch.optim.Optimizer | None = None
+        self.grad_scaler: torch.amp.GradScaler | None = None  # set by MixedPrecision for float16
+        self.epoch, self.n_epoch, self.train_iter, self.training = 0, 1, 0, False
+        self.cbs: list[Callback] = []
+        self.recorder = Recorder()
+        self.progress = ProgressCallback(show_table=not quiet, show_bar=not quiet)
+        self.add_cbs([self.recorder, self.progress, TerminateOnNaN(), *listify(cbs)])
+        self.model.to(self.dls.device)
+
+    # ---- callbacks -------------------------------------------------------------------------------
+    def add_cbs(self, cbs: Sequence[Callback]) -> Learner:
+        for cb in cbs:
+            if isinstance(cb, type):
+                raise TypeError(f"got the class {cb.__name__}, not an instance: pass {cb.__name__}()")
+            cb.learn = self
+            self.cbs.append(cb)
+        self._index_hooks()
+        return self
+
+    def add_cb(self, cb: Callback) -> Learner:
+        return self.add_cbs([cb])
+
+    def remove_cbs(self, cbs: Sequence[Callback]) -> Learner:
+        for cb in cbs:
+            self.cbs.remove(cb)
+        self._index_hooks()
+        return self
+
+    def remove_cb(self, cb: Callback) -> Learner:
+        return self.remove_cbs([cb])
+
+    @contextlib.contextmanager
+    def added_cbs(self, cbs: Callback | Sequence[Callback] | None) -> Iterator[Learner]:
+        """Add callbacks for the duration of a `with` block."""
+        cbs = listify(cbs)
+        self.add_cbs(cbs)
+        try:
+            yield self
+        finally:
+            self.remove_cbs(cbs)
+
+    def _index_hooks(self) -> None:
+        # Resolved once per change of callbacks, so emitting an event is a list walk.
+        ordered = sorted(self.cbs, key=lambda cb: cb.order)
+        self._hooks = {e: [(cb, getattr(cb, e)) for cb in ordered if hasattr(cb, e)] for e in EVENTS}
+
+    def __call__(self, event: str) -> None:
+        """Emit `event`: run every callback's hook for it, in order."""
+        hooks = self._hooks.get(event)
+        if hooks is None:
+            raise ValueError(f"unknown event {event!r}. Events are: {', '.join(EVENTS)}")
+        for cb, hook in hooks:
+            try:
+                hook()
+            except CancelException:
+                raise
+            except Exception as e:
+                e.add_note(f"(raised in callback {type(cb).__name__}, event {event})")
+                raise
+
+    def show_loop(self) -> None:
+        """Print the loop's events and the callbacks hooked to each."""
+        for e in EVENTS:
+            names = ", ".join(type(cb).__name__ for cb, _ in self._hooks[e])
+            print(f"{e:<22} {names}")
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def _with_events(self, f: Callable[[], None], name: str, cancel: type[CancelException]) -> None:
+        try:
+            self(f"before_{name}")
+            f()
+        except cancel:
+            self(f"after_cancel_{name}")
+        self(f"after_{name}")
+
+    def fit(
+        self,
+        n_epoch: int,
+        lr: LR | None = None,
+        wd: float | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        reset_opt: bool = False,
+        start_epoch: int = 0,
+    ) -> None:
+        """Train for `n_epoch` epochs at a constant `lr`; `start_epoch` resumes a run part-way."""
+        if reset_opt or self.opt is None:
+            self.create_opt()
+        self.set_lr(self.lr if lr is None else lr)
+        wd = self.wd if wd is None else wd
+        if wd is not None:
+            set_hyper(self.opt, "wd", [wd] * self.n_groups)
+        with self.added_cbs(cbs):
+            self.n_epoch, self.start_epoch = n_epoch, start_epoch
+            self.n_iter = len(self.dls.train)
+            self.train_iter = start_epoch * self.n_iter
+            self.model.to(self.dls.device)
+            self._with_events(self._do_fit, "fit", CancelFitException)
+
+    def _do_fit(self) -> None:
+        for epoch in range(self.start_epoch, self.n_epoch):
+            self.epoch = epoch
+            self._with_events(self._do_epoch, "epoch", CancelEpochException)
+
+    def _do_epoch(self) -> None:
+        self._do_train()
+        self._do_validate()
+
+    def _do_train(self) -> None:
+        self.dl, self.training = self.dls.train, True
+        self.model.train()
+        self._with_events(self._all_batches, "train", CancelTrainException)
+
+    def _do_validate(self, dl: Any = None) -> None:
+        self.dl, self.training = (self.dls.valid if dl is None else dl), False
+        self.model.eval()
+        with torch.no_grad():
+            self._with_events(self._all_batches, "validate", CancelValidException)
+
+    def _all_batches(self) -> None:
+        n_inp = getattr(self.dl, "n_inp", 1)
+        for i, batch in enumerate(self.dl):
+            self.iter, self.batch = i, batch
+            self.xb, self.yb = tuple(self.batch[:n_inp]), tuple(self.batch[n_inp:])
+            self.pred = self.loss = self.loss_grad = None  # None until computed: a cancel may come first
+            self._with_events(self._do_one_batch, "batch", CancelBatchException)
+            if self.training:
+                self.train_iter += 1
+
+    def _do_one_batch(self) -> None:
+        self.pred = self.predict()
+        self("after_pred")
+        if self.yb:  # batches without targets (test sets) have no loss
+            self.get_loss()
+        self("after_loss")
+        if not self.training or not self.yb:
+            return
+        self("before_backward")
+        self.backward()
+        self("after_backward")
+        self.step()
+        self("after_step")
+        self.zero_grad()
+
+    # ---- the step methods: override these in a subclass to change one step -----------------------
+    def predict(self) -> Any:
+        return self.model(*self.xb)
+
+    def get_loss(self) -> None:
+        # loss_grad is what backward() differentiates; loss is its detached copy for reporting.
+        self.loss_grad = self.loss_func(self.pred, *self.yb)
+        self.loss = self.loss_grad.detach()
+
+    def backward(self) -> None:
+        loss = self.loss_grad if self.grad_scaler is None else self.grad_scaler.scale(self.loss_grad)
+        loss.backward()
+
+    def step(self) -> None:
+        if self.grad_scaler is None:
+            self.opt.step()
+        else:  # skips the step when the float16 gradients overflowed
+            self.grad_scaler.step(self.opt)
+            self.grad_scaler.update()
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    # ---- optimizer, learning rates, freezing -----------------------------------------------------
+    def create_opt(self) -> None:
+        """Build `self.opt` from the splitter's layer groups, with lr, wd and the first momentum set."""
+        self.layer_groups = self.splitter(self.model)
+        groups = param_groups(self.layer_groups, self.model, self.wd_bn_bias)
+        self.opt = self.opt_func(groups, lr=lrs_for(self.lr, 1)[0])
+        for g in self.opt.param_groups:
+            if g["no_wd"]:
+                g["weight_decay"] = 0.0
+        self.set_lr(self.lr)
+        if self.wd is not None:
+            set_hyper(self.opt, "wd", [self.wd] * self.n_groups)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.layer_groups)
+
+    def set_lr(self, lr: LR) -> None:
+        """Set each layer group's learning rate; `lr` may be a float, `slice(hi)` or `slice(lo, hi)`."""
+        set_hyper(self.opt, "lr", lrs_for(lr, self.n_groups))
+
+    def freeze_to(self, n: int) -> None:
+        """Train only layer groups `n` and after (BatchNorm layers stay trainable when `train_bn`)."""
+        if self.opt is None:
+            self.create_opt()
+        bn = {id(p) for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              for p in m.parameters(recurse=False)}  # fmt: skip
+        frozen = range(len(self.layer_groups))[:n]
+        for i, params in enumerate(self.layer_groups):
+            for p in params:
+                p.requires_grad_(i not in frozen or (self.train_bn and id(p) in bn))
+
+    def freeze(self) -> None:
+        """Train only the last layer group (the head)."""
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        """Train every layer group."""
+        self.freeze_to(0)
+
+    # ---- schedules -------------------------------------------------------------------------------
+    def fit_one_cycle(
+        self,
+        n_epoch: int,
+        lr_max: LR | None = None,
+        div: float = 25.0,
+        div_final: float = 1e5,
+        pct_start: float = 0.25,
+        wd: float | None = None,
+        moms: tuple[float, float, float] | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        reset_opt: bool = False,
+        start_epoch: int = 0,
+    ) -> None:
+        """Leslie Smith's 1cycle: lr warms up from lr_max/div to lr_max, then anneals to lr_max/div_final
+        (cosine), while momentum goes the opposite way through `moms`."""
+        if reset_opt or self.opt is None:
+            self.create_opt()
+        lrs = lrs_for(self.lr if lr_max is None else lr_max, self.n_groups)
+        m = self.moms if moms is None else moms
+        scheds = {
+            "lr": [combined_cos(pct_start, lr / div, lr, lr / div_final) for lr in lrs],
+            "mom": [combined_cos(pct_start, *m)] * self.n_groups,
+        }
+        cbs = [ParamScheduler(scheds), *listify(cbs)]
+        self.fit(n_epoch, wd=wd, cbs=cbs, start_epoch=start_epoch)
+
+    def fine_tune(
+        self,
+        epochs: int,
+        base_lr: float = 2e-3,
+        freeze_epochs: int = 1,
+        lr_mult: float = 100,
+        pct_start: float = 0.3,
+        div: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        """Transfer learning: one frozen cycle on the head, then unfreeze and train every group with
+        discriminative learning rates `slice(base_lr / 2 / lr_mult, base_lr / 2)`."""
+        self.freeze()
+        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        base_lr /= 2
+        self.unfreeze()
+        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+
+    def lr_find(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10,
+        num_it: int = 100,
+        stop_div: bool = True,
+        show_plot: bool = True,
+        suggest_funcs: Sequence[Callable] = (valley,),
+    ) -> SuggestedLRs:
+        """The learning-rate range test: train with an exponentially growing lr until the loss diverges,
+        restore the model and optimizer, and suggest learning rates from the loss curve."""
+        n_epoch = math.ceil(num_it / len(self.dls.train))
+        with self.no_logging():
+            self.fit(n_epoch, cbs=LRFinder(start_lr, end_lr, num_it, stop_div))
+        lrs, losses = self.recorder.lrs, self.recorder.losses
+        suggestions = suggest_lrs(lrs, losses, num_it, suggest_funcs)
+        if show_plot:
+            self.recorder.plot_lr_find(suggestions=suggestions)
+        return suggestions
+
+    # ---- predictions -----------------------------------------------------------------------------
+    def get_preds(
+        self,
+        ds_idx: int = 1,
+        dl: Any = None,
+        with_input: bool = False,
+        with_decoded: bool = False,
+        with_loss: bool = False,
+        act: Callable[[Tensor], Tensor] | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+    ) -> tuple:
+        """Predictions and targets for a whole loader, `(preds, targs)`, with the loss's activation
+        (softmax, sigmoid) applied unless `act` says otherwise. Extras, in this order when asked:
+        `(inputs, preds, targs, decoded, losses)`.
+
+        >>> probs, targs = learn.get_preds()  # doctest: +SKIP
+        """
+        gather = GatherPreds(with_input=with_input, with_loss=with_loss)
+        with self.added_cbs([gather, *listify(cbs)]):
+            self._do_validate(self.dls[ds_idx] if dl is None else dl)
+        act = act if act is not None else getattr(self.loss_func, "activation", None)
+        preds = act(gather.preds) if act is not None else gather.preds
+        res: list = [preds, gather.targs]
+        if with_decoded:
+            decodes = getattr(self.loss_func, "decodes", None)
+            res.append(decodes(preds) if decodes is not None else preds)
+        if with_loss:
+            res.append(gather.losses)
+        if with_input:
+            res.insert(0, gather.inputs)
+        return tuple(res)
+
+    def validate(self, ds_idx: int = 1, dl: Any = None, cbs: Callback | Sequence[Callback] | None = None):
+        """The loss and metrics on a loader (the validation set by default): `[valid_loss, *metrics]`."""
+        with self.added_cbs(cbs):
+            self._do_validate(self.dls[ds_idx] if dl is None else dl)
+        return self.recorder.valid_values
+
+    # ---- mixed precision -------------------------------------------------------------------------
+    def to_fp16(self) -> Learner:
+        """Mixed precision: float16 with a gradient scaler on CUDA (bfloat16 on a CPU, said once)."""
+        return self._set_precision(torch.float16)
+
+    def to_bf16(self) -> Learner:
+        """Mixed precision in bfloat16 (CPU and CUDA), no gradient scaler needed."""
+        return self._set_precision(torch.bfloat16)
+
+    def to_fp32(self) -> Learner:
+        """Back to full precision."""
+        return self._set_precision(None)
+
+    def _set_precision(self, dtype: torch.dtype | None) -> Learner:
+        self.remove_cbs([cb for cb in self.cbs if isinstance(cb, MixedPrecision)])
+        if dtype is not None:
+            self.add_cb(MixedPrecision(dtype))
+        return self
+
+    # ---- output ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def no_bar(self) -> Iterator[Learner]:
+        """Hide the progress bar inside a `with` block (the epoch table still prints)."""
+        old, self.progress.show_bar = self.progress.show_bar, False
+        try:
+            yield self
+        finally:
+            self.progress.show_bar = old
+
+    @contextlib.contextmanager
+    def no_logging(self) -> Iterator[Learner]:
+        """Hide the epoch table inside a `with` block."""
+        old, self.progress.show_table = self.progress.show_table, False
+        try:
+            yield self
+        finally:
+            self.progress.show_table = old
+
+    # ---- saving ----------------------------------------------------------------------------------
+    def save(self, file: str, with_opt: bool = True) -> Path:
+        """Write the model (and optimizer) state to `path/model_dir/file.safetensors`, atomically."""
+        path = self.path / self.model_dir / f"{file}.safetensors"
+        opt = self.opt if with_opt else None
+        save_checkpoint(path, self.model, opt, epoch=self.epoch)
+        return path
+
+    def load(self, file: str, with_opt: bool = True, strict: bool = True) -> Learner:
+        """Load a state written by `save`; sets `self.epoch` to the epoch it was saved at."""
+        path = self.path / self.model_dir / f"{file}.safetensors"
+        if with_opt and self.opt is None:
+            self.create_opt()
+        meta = load_checkpoint(path, self.model, self.opt if with_opt else None, self.dls.device, strict)
+        self.epoch = meta["epoch"]
+        return self
