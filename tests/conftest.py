@@ -13,6 +13,10 @@ from torch.utils.data import TensorDataset
 
 from ember.data import DataLoaders
 
+# The suite runs as two pytest-xdist workers on two cores: a second torch thread per worker would make
+# the workers' OpenMP threads fight over the cores, and tiny ops then take tens of milliseconds.
+torch.set_num_threads(1)
+
 
 def linear_dls(n: int = 512, bs: int = 32, seed: int = 0) -> DataLoaders:
     """y = 3x - 2 (+ noise), x in R^1."""

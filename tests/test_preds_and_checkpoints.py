@@ -120,5 +120,10 @@ def test_tied_weights_can_be_saved_and_loaded(tmp_path):
 
     dls = DataLoaders.from_dsets(*[torch.utils.data.TensorDataset(torch.randn(8, 2), torch.randn(8, 2))] * 2)
     learn = Learner(dls, Tied(), MSELossFlat(), path=tmp_path, quiet=True)
-    learn.save("tied")
-    learn.load("tied")
+    learn.save("tied")  # before any fit: no optimizer yet, so only the model is saved
+    before = learn.model.a.weight.detach().clone()
+    with torch.no_grad():
+        learn.model.a.weight.zero_()
+    with pytest.warns(UserWarning, match="no optimizer state"):
+        learn.load("tied")
+    assert torch.equal(learn.model.a.weight, before) and learn.model.b.weight is learn.model.a.weight

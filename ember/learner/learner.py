@@ -183,7 +183,8 @@ class Learner:
 
     def _do_epoch(self) -> None:
         self._do_train()
-        self._do_validate()
+        if len(self.dls) > 1:  # DataLoaders(train) alone trains without validating
+            self._do_validate()
 
     def _do_train(self) -> None:
         self.dl, self.training = self.dls.train, True
