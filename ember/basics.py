@@ -1,4 +1,17 @@
-"""Everything the core offers, for course-style code: `from ember.basics import *`."""
+"""Everything the core offers, for course-style code: `from ember.basics import *`.
+
+Like the course's notebooks, it also brings the everyday names: `torch`, `nn`, `F`, `Tensor`, `np`,
+`pd`, `Path` and `partial`.
+"""
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ember.callbacks import *
 from ember.callbacks import __all__ as _callbacks_all
@@ -16,6 +29,14 @@ from ember.models import *
 from ember.models import __all__ as _models_all
 
 __all__ = [
+    "F",
+    "Path",
+    "Tensor",
+    "nn",
+    "np",
+    "partial",
+    "pd",
+    "torch",
     *_core_all,
     *_data_all,
     *_learner_all,

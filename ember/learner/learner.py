@@ -3,7 +3,8 @@
 The loop reads top to bottom: `fit` -> `_do_epoch` -> `_do_train` / `_do_validate` -> `_do_one_batch`.
 Each stage is wrapped by `_with_events`, which emits `before_X`, then `after_cancel_X` if a callback
 cancelled it, then `after_X`. Customise in stages: keyword arguments, then callbacks, then override one
-of the step methods (`predict`, `get_loss`, `backward`, `step`, `zero_grad`) in a subclass.
+of the step methods (`forward`, `get_loss`, `backward`, `step`, `zero_grad`) in a subclass.
+(`predict(item)` is the course's one-item inference, so the model's step is called `forward`.)
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ class Learner:
                 self.train_iter += 1
 
     def _do_one_batch(self) -> None:
-        self.pred = self.predict()
+        self.pred = self.forward()
         self("after_pred")
         if self.yb:  # batches without targets (test sets) have no loss
             self.get_loss()
@@ -223,7 +224,7 @@ class Learner:
         self.zero_grad()
 
     # ---- the step methods: override these in a subclass to change one step -----------------------
-    def predict(self) -> Any:
+    def forward(self) -> Any:
         return self.model(*self.xb)
 
     def get_loss(self) -> None:
@@ -381,6 +382,21 @@ class Learner:
         if with_input:
             res.insert(0, gather.inputs)
         return tuple(res)
+
+    def predict(self, item: Any) -> tuple[Any, Tensor, Tensor]:
+        """One item (a file, an image, a value: whatever the input block takes) through the validation
+        transforms and the model: `(decoded, decoded_tensor, probabilities)`.
+
+        >>> label, idx, probs = learn.predict("images/cat_1.jpg")  # doctest: +SKIP
+        """
+        test_dl = getattr(self.dls, "test_dl", None)
+        if test_dl is None:
+            raise TypeError(
+                "learn.predict needs DataLoaders built by a DataBlock (or a factory such as "
+                "ImageDataLoaders), which know how to transform a new item; use get_preds(dl=...) otherwise"
+            )
+        preds, _, dec = self.get_preds(dl=test_dl([item], with_getters=False), with_decoded=True)
+        return self.dls.datasets.blocks[-1].decode(dec[0]), dec[0], preds[0]
 
     def validate(self, ds_idx: int = 1, dl: Any = None, cbs: Callback | Sequence[Callback] | None = None):
         """The loss and metrics on a loader (the validation set by default): `[valid_loss, *metrics]`."""

@@ -1,0 +1,222 @@
+"""Blocks: what a kind of value needs in a pipeline (how to make it, transform it, decode and show it,
+and which loss suits it as a target). The vision blocks live in `ember.vision.data`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ember.data.errors import DataError
+from ember.data.transforms import CATEGORY, MULTI_CATEGORY, OTHER, REGRESSION, Transform
+from ember.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
+
+__all__ = ["CategoryBlock", "MultiCategoryBlock", "RegressionBlock", "TransformBlock"]
+
+NA = "#na#"
+
+
+class TransformBlock:
+    """A block: `type_tfms` turn what the getter returns into a value; `item_tfms` and `batch_tfms`
+    are added to the pipelines. Subclasses also say how to decode and show values, and their loss.
+
+    >>> TransformBlock(type_tfms=[float])  # doctest: +SKIP
+    """
+
+    kind: str = OTHER
+
+    def __init__(
+        self,
+        type_tfms: Sequence[Callable[[Any], Any]] = (),
+        item_tfms: Sequence[Transform] = (),
+        batch_tfms: Sequence[Transform] = (),
+        kind: str | None = None,
+    ) -> None:
+        self.type_tfms, self.item_tfms, self.batch_tfms = list(type_tfms), list(item_tfms), list(batch_tfms)
+        if kind is not None:
+            self.kind = kind
+
+    def setup(self, train_values: Sequence[Any]) -> None:
+        """Learn from the training set's raw values (a vocabulary, say); the default learns nothing."""
+
+    def encode(self, raw: Any) -> Any:
+        """The value for one raw input (what the getter returned)."""
+        for t in self.type_tfms:
+            raw = t(raw)
+        return raw
+
+    def decode(self, value: Any) -> Any:
+        """A value as a person reads it (a label instead of its index)."""
+        return value.tolist() if isinstance(value, Tensor) and value.ndim == 0 else value
+
+    def default_loss(self) -> nn.Module | None:
+        """The loss for this block as a target; None when it has no natural one."""
+        return None
+
+    @property
+    def n_out(self) -> int | None:
+        """How many outputs a model needs to predict this block."""
+        return None
+
+    def show(self, value: Any, ax: Any) -> str | None:
+        """Draw `value` on `ax`, or return text for the title (targets and predictions)."""
+        return str(self.decode(value))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class CategoryBlock(TransformBlock):
+    """A single label per item; the vocabulary is learnt from the training set (sorted when `sort`).
+
+    `add_na` reserves index 0 for "#na#", which labels unseen in training map to; without it an
+    unseen label is an error naming it.
+    """
+
+    kind = CATEGORY
+
+    def __init__(
+        self, vocab: Sequence[Hashable] | None = None, sort: bool = True, add_na: bool = False
+    ) -> None:
+        super().__init__()
+        self.sort, self.add_na = sort, add_na
+        self.vocab: list = list(vocab) if vocab is not None else []
+        self._fixed = vocab is not None
+        self._index = {v: i for i, v in enumerate(self.vocab)}
+
+    def setup(self, train_values: Sequence[Any]) -> None:
+        if self._fixed:
+            return
+        labels = list(dict.fromkeys(train_values))  # unique, first-seen order
+        if self.sort:
+            labels = sorted(labels, key=lambda v: (str(type(v)), v))
+        self.vocab = [NA, *labels] if self.add_na else labels
+        self._index = {v: i for i, v in enumerate(self.vocab)}
+
+    def encode(self, raw: Any) -> Tensor:
+        i = self._index.get(raw)
+        if i is None:
+            if self.add_na:
+                i = 0
+            else:
+                shown = self.vocab[:10] + (["..."] if len(self.vocab) > 10 else [])
+                raise DataError(
+                    f"label {raw!r} is not in the vocabulary {shown} (it may be only in the validation set); "
+                    "use CategoryBlock(add_na=True) to map unseen labels to '#na#', or fix the label"
+                )
+        return torch.tensor(i)
+
+    def decode(self, value: Any) -> Any:
+        return self.vocab[int(value)]
+
+    def default_loss(self) -> nn.Module:
+        return CrossEntropyLossFlat()
+
+    @property
+    def n_out(self) -> int:
+        return len(self.vocab)
+
+    def __repr__(self) -> str:
+        return f"CategoryBlock(vocab={self.vocab[:5]}{'...' if len(self.vocab) > 5 else ''})"
+
+
+class MultiCategoryBlock(TransformBlock):
+    """Several labels per item, encoded one-hot as a float tensor `(n_labels,)`.
+
+    The getter returns a list of labels (or a delimited string split by `ColReader(label_delim=...)`);
+    with `encoded=True` it already returns the one-hot vector and `vocab` names its columns.
+    """
+
+    kind = MULTI_CATEGORY
+
+    def __init__(self, encoded: bool = False, vocab: Sequence[Hashable] | None = None, add_na: bool = False):
+        super().__init__()
+        self.encoded, self.add_na = encoded, add_na
+        self.vocab: list = list(vocab) if vocab is not None else []
+        self._fixed = vocab is not None
+        self._index = {v: i for i, v in enumerate(self.vocab)}
+
+    def setup(self, train_values: Sequence[Any]) -> None:
+        if self._fixed or self.encoded:
+            if self.encoded and not self.vocab and train_values:
+                self.vocab = list(range(len(train_values[0])))
+            return
+        labels = sorted({lbl for labels in train_values for lbl in _as_list(labels)}, key=str)
+        self.vocab = labels
+        self._index = {v: i for i, v in enumerate(self.vocab)}
+
+    def encode(self, raw: Any) -> Tensor:
+        if self.encoded:
+            return torch.as_tensor(raw, dtype=torch.float32)
+        out = torch.zeros(len(self.vocab))
+        for lbl in _as_list(raw):
+            i = self._index.get(lbl)
+            if i is None:
+                raise DataError(
+                    f"label {lbl!r} of item labels {raw!r} is not in the vocabulary {self.vocab[:10]}"
+                )
+            out[i] = 1.0
+        return out
+
+    def decode(self, value: Any) -> list:
+        return [self.vocab[i] for i in torch.as_tensor(value).nonzero().flatten().tolist()]
+
+    def show(self, value: Any, ax: Any) -> str:
+        return ";".join(map(str, self.decode(value)))
+
+    def default_loss(self) -> nn.Module:
+        return BCEWithLogitsLossFlat()
+
+    @property
+    def n_out(self) -> int:
+        return len(self.vocab)
+
+
+def _as_list(labels: Any) -> list:
+    if labels is None or (isinstance(labels, float) and labels != labels):  # None or NaN: no labels
+        return []
+    return [labels] if isinstance(labels, str) else list(labels)
+
+
+class RegressionBlock(TransformBlock):
+    """One or more float targets per item (`n_out` of them)."""
+
+    kind = REGRESSION
+
+    def __init__(self, n_out: int | None = None) -> None:
+        super().__init__()
+        self._n_out = n_out
+
+    def setup(self, train_values: Sequence[Any]) -> None:
+        if self._n_out is None and train_values:
+            self._n_out = int(torch.as_tensor(self._to_float(train_values[0])).numel())
+
+    @staticmethod
+    def _to_float(raw: Any) -> Any:
+        try:
+            return torch.as_tensor(raw, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise DataError(
+                f"RegressionBlock: target {raw!r} is not a number (or list of numbers); fix the value or "
+                "use a CategoryBlock for labels"
+            ) from e
+
+    def encode(self, raw: Any) -> Tensor:
+        return self._to_float(raw)
+
+    def decode(self, value: Any) -> Any:
+        return torch.as_tensor(value).tolist()
+
+    def show(self, value: Any, ax: Any) -> str:
+        v = self.decode(value)
+        return f"{v:.3g}" if isinstance(v, float) else ", ".join(f"{x:.3g}" for x in v)
+
+    def default_loss(self) -> nn.Module:
+        return MSELossFlat()
+
+    @property
+    def n_out(self) -> int | None:
+        return self._n_out

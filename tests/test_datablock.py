@@ -1,0 +1,184 @@
+"""The DataBlock API on non-image data: blocks, getters, splitters, datasets, loaders, errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from ember.basics import (
+    CategoryBlock,
+    ColReader,
+    ColSplitter,
+    DataBlock,
+    DataError,
+    FuncSplitter,
+    GrandparentSplitter,
+    IndexSplitter,
+    MultiCategoryBlock,
+    RandomSplitter,
+    RegexLabeller,
+    RegressionBlock,
+    TrainTestSplitter,
+    get_files,
+    get_image_files,
+    parent_label,
+    using_attr,
+)
+
+
+@pytest.fixture
+def df():
+    return pd.DataFrame(
+        {
+            "x": [float(i) for i in range(50)],
+            "y": ["odd" if i % 2 else "even" for i in range(50)],
+            "tags": ["a b" if i % 3 == 0 else ("b" if i % 3 == 1 else "") for i in range(50)],
+            "is_valid": [i >= 40 for i in range(50)],
+        }
+    )
+
+
+def number_block(df_cols=("x", "y"), **kw) -> DataBlock:
+    return DataBlock(
+        blocks=(RegressionBlock, CategoryBlock),
+        get_x=ColReader(df_cols[0]),
+        get_y=ColReader(df_cols[1]),
+        **kw,
+    )
+
+
+def test_datasets_give_encoded_targets_and_a_sorted_vocab(df):
+    dsets = number_block(splitter=ColSplitter()).datasets(df)
+    assert dsets.vocab == ["even", "odd"] and len(dsets.train) == 40 and len(dsets.valid) == 10
+    x, y = dsets.train[3]
+    assert x.item() == 3.0 and y.item() == 1  # "odd"
+
+
+def test_dataloaders_batch_and_decode_labels(df):
+    dls = number_block(splitter=ColSplitter()).dataloaders(df, bs=8, num_workers=0)
+    xb, yb = dls.valid.one_batch()
+    assert torch.equal(xb, torch.arange(40.0, 48.0)) and yb.dtype == torch.int64
+    assert dls.decode_batch((xb, yb), max_n=2) == [(40.0, "even"), (41.0, "odd")]
+    assert dls.c == 2 and type(dls.loss_func).__name__ == "CrossEntropyLossFlat"
+
+
+def test_an_unseen_validation_label_is_named_unless_add_na(df):
+    df.loc[45, "y"] = "prime"
+    with pytest.raises(DataError, match=r"'prime' is not in the vocabulary(.|\n)*item 45"):
+        number_block(splitter=ColSplitter()).dataloaders(df, bs=4, num_workers=0)  # found as the cache fills
+    dls = number_block(splitter=ColSplitter()).dataloaders(df, bs=4, num_workers=0, cache=False)
+    with pytest.raises(DataError, match="'prime' is not in the vocabulary"):
+        list(dls.valid)  # found when the item is first read
+    dblock = DataBlock(blocks=(RegressionBlock, CategoryBlock(add_na=True)), get_x=ColReader("x"),
+                       get_y=ColReader("y"), splitter=ColSplitter())  # fmt: skip
+    dsets = dblock.datasets(df)
+    assert dsets.vocab[0] == "#na#" and dsets.valid[5][1].item() == 0
+
+
+def test_multicategory_targets_are_one_hot_floats(df):
+    dblock = DataBlock(blocks=(RegressionBlock, MultiCategoryBlock), get_x=ColReader("x"),
+                       get_y=ColReader("tags", label_delim=" "), splitter=ColSplitter())  # fmt: skip
+    dsets = dblock.datasets(df)
+    assert dsets.vocab == ["a", "b"]
+    assert torch.equal(dsets.train[0][1], torch.tensor([1.0, 1.0]))
+    assert torch.equal(dsets.train[2][1], torch.tensor([0.0, 0.0]))  # empty string: no labels
+    dls = dblock.dataloaders(df, bs=4, num_workers=0)
+    assert type(dls.loss_func).__name__ == "BCEWithLogitsLossFlat"
+    assert dls.decode_batch(dls.valid.one_batch(), 2) == [(40.0, ["b"]), (41.0, [])]
+
+
+def test_already_encoded_multicategory_targets_pass_through():
+    block = MultiCategoryBlock(encoded=True, vocab=["cat", "dog"])
+    assert torch.equal(block.encode([0, 1]), torch.tensor([0.0, 1.0])) and block.decode([0, 1]) == ["dog"]
+
+
+def test_a_string_target_for_a_regression_block_names_the_value(df):
+    with pytest.raises(DataError, match="target 'even' is not a number"):
+        number_block(("y", "x"), splitter=ColSplitter()).datasets(df.assign(x=df.y))
+
+
+def test_a_missing_column_names_the_columns_there_are(df):
+    with pytest.raises(DataError, match=r"no column 'label'.*'x', 'y'"):
+        number_block(("x", "label")).datasets(df)
+
+
+def test_a_label_function_that_raises_names_the_item():
+    def label(o):
+        if o == 7:
+            raise KeyError("no label for 7")
+        return "small" if o < 5 else "big"
+
+    dblock = DataBlock(blocks=(RegressionBlock, CategoryBlock), get_y=label, splitter=IndexSplitter([]))
+    with pytest.raises(DataError, match=r"item 7 \(7\) failed in label: KeyError"):
+        dblock.datasets(list(range(10)))
+
+
+def test_no_items_is_an_error_naming_the_source(tmp_path):
+    with pytest.raises(DataError, match="no items found"):
+        DataBlock(get_items=get_image_files).datasets(tmp_path)
+
+
+def test_summary_walks_every_step_and_names_the_one_that_fails(df, capsys):
+    number_block(splitter=ColSplitter()).summary(df)
+    out = capsys.readouterr().out
+    assert "RegressionBlock.encode" in out and "All steps passed" in out
+    with pytest.raises(DataError):
+        number_block(("y", "y")).summary(df)
+    assert "FAILED at: split and set up blocks" in capsys.readouterr().out
+
+
+def test_test_dl_transforms_new_items_like_the_validation_set(df):
+    dls = number_block(splitter=ColSplitter()).dataloaders(df, bs=4, num_workers=0)
+    (xb,) = dls.test_dl([3.5, 7.0], with_getters=False).one_batch()
+    assert torch.equal(xb, torch.tensor([3.5, 7.0]))
+    xb, yb = dls.test_dl(df.iloc[:3].to_dict("records"), with_labels=True).one_batch()
+    assert yb.tolist() == [0, 1, 0]
+
+
+def test_random_splitter_is_reproducible_and_sized():
+    tr, va = RandomSplitter(0.25, seed=1)(range(100))
+    assert len(va) == 25 and sorted(tr + va) == list(range(100))
+    assert RandomSplitter(0.25, seed=1)(range(100)) == (tr, va)
+    assert RandomSplitter(0.25, seed=2)(range(100)) != (tr, va)
+    with pytest.raises(DataError, match="valid_pct"):
+        RandomSplitter(1.5)
+
+
+def test_other_splitters(df, tmp_path):
+    assert IndexSplitter([1, 3])(range(5)) == ([0, 2, 4], [1, 3])
+    assert FuncSplitter(lambda o: o > 2)(range(5)) == ([0, 1, 2], [3, 4])
+    assert ColSplitter()(df)[1] == list(range(40, 50))
+    paths = ["d/train/a/1.png", "d/valid/a/2.png", "d/train/b/3.png", "d/test/b/4.png"]
+    assert GrandparentSplitter()(paths) == ([0, 2], [1])
+    with pytest.raises(DataError, match="lay files out"):
+        GrandparentSplitter()(["d/x/a/1.png"])
+    tr, va = TrainTestSplitter(test_size=0.3, random_state=0, stratify=[i % 2 for i in range(20)])(range(20))
+    assert len(va) == 6 and sum(i % 2 for i in va) == 3
+
+
+def test_get_files_filters_extensions_skips_hidden_and_limits_folders(tmp_path):
+    for rel in ["a/1.png", "a/2.JPG", "a/.hidden.png", "b/3.png", "b/notes.txt", ".cache/4.png", "5.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    names = lambda fs: sorted(str(f.relative_to(tmp_path)) for f in fs)  # noqa: E731
+    assert names(get_image_files(tmp_path)) == ["5.png", "a/1.png", "a/2.JPG", "b/3.png"]
+    assert names(get_files(tmp_path, extensions=["txt"])) == ["b/notes.txt"]
+    assert names(get_image_files(tmp_path, folders=["a"])) == ["a/1.png", "a/2.JPG"]
+    assert names(get_image_files(tmp_path, recurse=False)) == ["5.png"]
+    with pytest.raises(DataError, match="is not a folder"):
+        get_files(tmp_path / "nope")
+
+
+def test_labellers():
+    assert parent_label("x/train/cat/1.jpg") == "cat"
+    assert RegexLabeller(r"^(.+)_\d+\.jpg$")("pets/great_pyrenees_17.jpg") == "great_pyrenees"
+    with pytest.raises(DataError, match="does not match 'dog.png'"):
+        RegexLabeller(r"^(.+)_\d+\.jpg$")("dog.png")
+    assert ColReader("f", pref="img/", suff=".png")({"f": "a"}) == "img/a.png"
+    assert ColReader(["a", "b"])({"a": 1, "b": 2}) == [1, 2]
+
+    class Item:
+        name = "cat_3.jpg"
+
+    assert using_attr(RegexLabeller(r"(.+)_\d"), "name")(Item()) == "cat"
