@@ -70,15 +70,23 @@ def test_an_unseen_validation_label_is_named_unless_add_na(df):
     dls = number_block(splitter=ColSplitter()).dataloaders(df, bs=4, num_workers=0, cache=False)
     with pytest.raises(DataError, match="'prime' is not in the vocabulary"):
         list(dls.valid)  # found when the item is first read
-    dblock = DataBlock(blocks=(RegressionBlock, CategoryBlock(add_na=True)), get_x=ColReader("x"),
-                       get_y=ColReader("y"), splitter=ColSplitter())  # fmt: skip
+    dblock = DataBlock(
+        blocks=(RegressionBlock, CategoryBlock(add_na=True)),
+        get_x=ColReader("x"),
+        get_y=ColReader("y"),
+        splitter=ColSplitter(),
+    )
     dsets = dblock.datasets(df)
     assert dsets.vocab[0] == "#na#" and dsets.valid[5][1].item() == 0
 
 
 def test_multicategory_targets_are_one_hot_floats(df):
-    dblock = DataBlock(blocks=(RegressionBlock, MultiCategoryBlock), get_x=ColReader("x"),
-                       get_y=ColReader("tags", label_delim=" "), splitter=ColSplitter())  # fmt: skip
+    dblock = DataBlock(
+        blocks=(RegressionBlock, MultiCategoryBlock),
+        get_x=ColReader("x"),
+        get_y=ColReader("tags", label_delim=" "),
+        splitter=ColSplitter(),
+    )
     dsets = dblock.datasets(df)
     assert dsets.vocab == ["a", "b"]
     assert torch.equal(dsets.train[0][1], torch.tensor([1.0, 1.0]))

@@ -1,0 +1,1 @@
+"""ember.vision: images, masks and points; their transforms; the image DataLoaders factories."""

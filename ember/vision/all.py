@@ -1,0 +1,12 @@
+"""Everything for course-style vision code: `from ember.vision.all import *`."""
+
+from ember.basics import *
+from ember.basics import __all__ as _basics_all
+from ember.vision.augment import *
+from ember.vision.augment import __all__ as _augment_all
+from ember.vision.core import *
+from ember.vision.core import __all__ as _core_all
+from ember.vision.data import *
+from ember.vision.data import __all__ as _data_all
+
+__all__ = [*_basics_all, *_core_all, *_augment_all, *_data_all]

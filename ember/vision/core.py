@@ -1,0 +1,267 @@
+"""Image values: loading them as PIL images, and showing images, masks and points.
+
+Before `ToTensor` an image is a plain `PIL.Image.Image` (mode "RGB", or "L" for black and white) and a
+mask is a PIL image of class indices (mode "L", "P" or "I"). `PILImage`, `PILImageBW` and `PILMask` are
+not types of values: they only say how to make one, with `create`.
+
+>>> img = PILImage.create("cat.jpg")  # doctest: +SKIP
+>>> ax = show_image(img, title="cat")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ember.data.errors import DataError
+
+__all__ = [
+    "ImageLoadError",
+    "PILImage",
+    "PILImageBW",
+    "PILMask",
+    "image_size",
+    "imagenet_stats",
+    "show_image",
+    "show_mask",
+    "show_points",
+]
+
+# Per-channel mean and std of ImageNet's training images (RGB, in [0, 1]).
+imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+ImageSource = str | Path | bytes | Image.Image | np.ndarray | Tensor
+
+
+class ImageLoadError(DataError):
+    """An image file that is missing, unreadable, corrupt or truncated."""
+
+
+def _open(src: str | Path | bytes, draft: tuple[int, int] | None) -> Image.Image:
+    """Decode `src` completely, so that a truncated file fails here rather than in a later resize."""
+    name = "<bytes>" if isinstance(src, bytes) else str(src)
+    try:
+        img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+        if draft is not None and img.format == "JPEG":
+            img.draft(img.mode, draft)  # JPEG decodes at 1/2, 1/4 or 1/8 scale, no smaller than `draft`
+        img.load()
+    except FileNotFoundError as e:
+        raise ImageLoadError(f"image file {name} does not exist; check the path or the getter") from e
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
+        raise ImageLoadError(
+            f"cannot read image {name} ({type(e).__name__}: {e}); the file is corrupt, truncated or not an "
+            "image: remove or replace it"
+        ) from e
+    return img
+
+
+def _from_array(a: np.ndarray | Tensor, what: str) -> Image.Image:
+    """A PIL image from an (h, w) or (h, w, c) array, or a (c, h, w) or (h, w) tensor."""
+    if isinstance(a, Tensor):
+        t = a.detach().cpu()
+        if t.ndim == 3:
+            t = t.permute(1, 2, 0)  # (c, h, w) -> (h, w, c)
+        a = t.numpy()
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ValueError(
+            f"{what}: expected an array (h, w) or (h, w, 3|4), or a tensor (c, h, w); got {a.shape}"
+        )
+    if a.dtype.kind == "f":
+        a = (np.clip(a, 0.0, 1.0) * 255).round().astype(np.uint8)  # float images are in [0, 1]
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _to_rgb_or_l(img: Image.Image, mode: str) -> Image.Image:
+    if img.mode == mode:
+        return img
+    if img.mode.startswith("I;16"):
+        # 16-bit greyscale: keep the top 8 bits instead of clipping everything above 255 to white
+        img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # Pillow warns when a palette with transparency goes straight to RGB
+    return img.convert(mode)
+
+
+class PILImage:
+    """Make an RGB image from a path, bytes, a PIL image, an array or a tensor.
+
+    RGBA, palette, greyscale and CMYK images are converted to RGB; floats are read as [0, 1].
+    `draft=(w, h)` lets a JPEG decode at a reduced scale no smaller than (w, h): faster, but only for
+    items whose other values (points) do not depend on the original size.
+
+    >>> PILImage.create(np.zeros((4, 6, 3), np.uint8)).size
+    (6, 4)
+    """
+
+    mode = "RGB"
+
+    @classmethod
+    def create(cls, src: ImageSource, draft: tuple[int, int] | None = None) -> Image.Image:
+        if isinstance(src, str | Path | bytes):
+            img = _open(src, draft)
+        elif isinstance(src, Image.Image):
+            img = src
+        elif isinstance(src, np.ndarray | Tensor):
+            img = _from_array(src, cls.__name__)
+        else:
+            raise TypeError(
+                f"{cls.__name__}.create takes a path, bytes, PIL image, array or tensor; got {type(src)}"
+            )
+        return _to_rgb_or_l(img, cls.mode)
+
+
+class PILImageBW(PILImage):
+    """Make a black-and-white (mode "L") image from the same sources as `PILImage`."""
+
+    mode = "L"
+
+
+def _mask_indices(img: Image.Image, name: str) -> Image.Image:
+    """Keep a mask's class indices: "L", "P" and "I" stay; other modes are reduced to one index per pixel."""
+    if img.mode in ("L", "P", "I"):
+        return img
+    a = np.asarray(img)
+    if a.ndim == 3:
+        if not (a == a[:, :, :1]).all():
+            raise DataError(
+                f"mask {name} is a colour image ({img.mode}); a mask must hold one class index per pixel: "
+                "map its colours to indices first (or save it in mode 'L' or 'P')"
+            )
+        a = a[:, :, 0]
+    if a.dtype == np.bool_ or a.max(initial=0) < 256:
+        return Image.fromarray(a.astype(np.uint8))
+    return Image.fromarray(a.astype(np.int32))
+
+
+class PILMask:
+    """Make a mask of class indices; its pixel values are never rescaled or interpolated.
+
+    >>> PILMask.create(np.array([[0, 1], [2, 1]], np.uint8)).getpixel((0, 1))
+    2
+    """
+
+    @classmethod
+    def create(cls, src: ImageSource) -> Image.Image:
+        if isinstance(src, str | Path | bytes):
+            return _mask_indices(_open(src, None), "<bytes>" if isinstance(src, bytes) else str(src))
+        if isinstance(src, Image.Image):
+            return _mask_indices(src, "<PIL image>")
+        if isinstance(src, Tensor):
+            src = src.detach().cpu().numpy()
+        if isinstance(src, np.ndarray):
+            if src.ndim != 2 or src.dtype.kind not in "biu":
+                raise ValueError(
+                    f"PILMask: expected an integer array (h, w) of class indices; got {src.dtype} {src.shape}"
+                )
+            return _mask_indices(Image.fromarray(src.astype(np.int32)), "<array>")
+        raise TypeError(f"PILMask.create takes a path, bytes, PIL image, array or tensor; got {type(src)}")
+
+
+def image_size(img: Image.Image | Tensor | np.ndarray) -> tuple[int, int]:
+    """(w, h) of a PIL image, a tensor (..., h, w) or an array (h, w[, c]).
+
+    >>> image_size(torch.zeros(3, 4, 6))
+    (6, 4)
+    """
+    if isinstance(img, Image.Image):
+        return img.size
+    if isinstance(img, Tensor):
+        return img.shape[-1], img.shape[-2]
+    return img.shape[1], img.shape[0]
+
+
+def _to_display(img: Image.Image | Tensor | np.ndarray) -> np.ndarray:
+    """An (h, w) or (h, w, c) array that `imshow` draws as is."""
+    if isinstance(img, Image.Image):
+        return np.asarray(img)
+    if isinstance(img, Tensor):
+        t = img.detach().cpu()
+        if t.is_floating_point():
+            t = t.float().clamp(0, 1)
+        a = (t.permute(1, 2, 0) if t.ndim == 3 else t).numpy()
+    else:
+        a = img
+    return a[:, :, 0] if a.ndim == 3 and a.shape[2] == 1 else a
+
+
+def _new_ax(ax: Any, figsize: tuple[float, float] | None) -> Any:
+    if ax is None:
+        import matplotlib.pyplot as plt  # imported here: loading ember.vision needs no plotting backend
+
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def show_image(
+    img: Image.Image | Tensor | np.ndarray,
+    ax: Any = None,
+    title: str | None = None,
+    cmap: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Draw a PIL image, a uint8 or float ([0, 1]) tensor (c, h, w) or (h, w), or an array; return ax.
+
+    >>> ax = show_image(torch.rand(3, 8, 8), title="noise")  # doctest: +SKIP
+    """
+    a = _to_display(img)
+    ax = _new_ax(ax, figsize)
+    if a.ndim == 2 and cmap is None:
+        cmap = "gray"
+    ax.imshow(a, cmap=cmap, **kwargs)
+    if title is not None:
+        ax.set_title(title)
+    ax.axis("off")
+    return ax
+
+
+def show_mask(
+    mask: Image.Image | Tensor | np.ndarray,
+    ax: Any = None,
+    alpha: float = 0.5,
+    cmap: str = "tab20",
+    **kwargs: Any,
+) -> Any:
+    """Overlay a mask of class indices (h, w) on `ax`, one fixed colour per class; return ax."""
+    import matplotlib as mpl
+
+    a = _to_display(mask)
+    ax = _new_ax(ax, None)
+    # vmin/vmax pinned so that class i gets the same colour in every mask, whatever classes it holds
+    vmax = max(mpl.colormaps[cmap].N - 1, int(a.max(initial=0)))
+    ax.imshow(a, alpha=alpha, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest", **kwargs)
+    ax.axis("off")
+    return ax
+
+
+def show_points(
+    pts: Tensor | np.ndarray, ax: Any, size: tuple[int, int], scaled: bool = True, **kwargs: Any
+) -> Any:
+    """Draw points (n, 2) on an image of `size` (w, h) shown on `ax`; return ax.
+
+    `scaled` points are in [-1, 1] (after `ToTensor`); otherwise they are pixel coordinates where
+    pixel column i spans [i, i + 1). Points outside the image are drawn only as far as `ax` shows.
+    """
+    p = torch.as_tensor(pts).detach().cpu().float().reshape(-1, 2)
+    w, h = size
+    if scaled:
+        p = (p + 1) * torch.tensor([w / 2, h / 2])
+    p = p - 0.5  # imshow puts pixel i's centre at i, ours is at i + 0.5
+    kwargs = {"s": 10, "marker": ".", "c": "magenta"} | kwargs
+    limits = ax.get_xlim(), ax.get_ylim()
+    ax.scatter(p[:, 0].numpy(), p[:, 1].numpy(), **kwargs)
+    ax.set_xlim(limits[0])  # points that left the image must not zoom the image out
+    ax.set_ylim(limits[1])
+    return ax
