@@ -1,5 +1,39 @@
-"""ember.models: layers and (later) the architecture registry."""
+"""ember.models: layers, the architecture registry, and pretrained backbones (ResNets, EfficientNet-Lite0)."""
 
+from ember.models.efficientnet import EfficientNetLite, efficientnet_lite0
 from ember.models.layers import Embedding, Module, SigmoidRange, sigmoid_range
+from ember.models.registry import create_model, list_models, load_pretrained, model_spec, register_model
+from ember.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
+from ember.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, UnknownModelError
+from ember.models.surgery import adapt_first_conv, cut_body, num_features, replace_classifier
+from ember.models.weights import WeightsNotFoundError, WeightSource, read_state_dict
 
-__all__ = ["Embedding", "Module", "SigmoidRange", "sigmoid_range"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EfficientNetLite",
+    "Embedding",
+    "Module",
+    "ModelSpec",
+    "SigmoidRange",
+    "UnknownModelError",
+    "WeightSource",
+    "WeightsNotFoundError",
+    "adapt_first_conv",
+    "create_model",
+    "cut_body",
+    "efficientnet_lite0",
+    "list_models",
+    "load_pretrained",
+    "model_spec",
+    "num_features",
+    "read_state_dict",
+    "register_model",
+    "replace_classifier",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "sigmoid_range",
+]
