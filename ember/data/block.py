@@ -213,6 +213,12 @@ class TfmdDataLoaders(DataLoaders):
             n_inp=dsets.n_inp,
         )
 
+    def add_batch_tfms(self, tfms: Sequence[Transform]) -> None:
+        """Add batch transforms to every loader (as if given to the DataBlock), e.g. a Normalize."""
+        self.dblock.batch_tfms = [*self.dblock.batch_tfms, *tfms]
+        for split, dl in enumerate(self.loaders[:2]):
+            dl.batch_tfms = [self.dblock.batch_pipeline(self.datasets.blocks, split)]
+
     # ---- what the course's code reads off dls ----------------------------------------------------
     @property
     def vocab(self) -> list | None:
