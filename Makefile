@@ -20,8 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --timeout 900 -q
 
+# Benchmarks print their figures and references; they never fail on timing. Run them on a quiet machine.
 bench: $(STAMP)
 	$(BIN)/python bench/loop_overhead.py
+	$(BIN)/python bench/data_pipeline.py
+	$(BIN)/python bench/collab.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check ember tests bench

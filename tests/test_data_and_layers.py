@@ -127,3 +127,27 @@ def test_set_seed_makes_python_numpy_and_torch_repeat():
 
 def test_layers_are_plain_torch_modules():
     assert isinstance(SigmoidRange(0, 1), nn.Module) and isinstance(Embedding(2, 2), nn.Embedding)
+
+
+class _Items:
+    """A plain (non-tensor) dataset, so batches go through torch's loader and its workers."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return torch.tensor([float(i)]), i
+
+
+def test_worker_loaders_give_every_item_each_pass_and_allow_one_batch_inside_a_pass():
+    dl = DataLoader(_Items(40), bs=8, shuffle=True, num_workers=2, device="cpu")
+    for _ in range(2):  # the workers persist between passes
+        seen = []
+        for k, (_, yb) in enumerate(dl):
+            seen += yb.tolist()
+            if k == 1:
+                assert len(dl.one_batch()[0]) == 8  # a pass inside a pass gets workers of its own
+        assert sorted(seen) == list(range(40))

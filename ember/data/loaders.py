@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -18,6 +20,20 @@ from ember.core.utils import default_device, to_device
 __all__ = ["DataLoader", "DataLoaders", "DeviceLoader"]
 
 BatchTfm = Callable[[Any], Any]
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch threads, then restore the setting (the model's step keeps it)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class DeviceLoader:
@@ -42,11 +58,17 @@ class DeviceLoader:
         """The batches before they are moved and transformed."""
         return self.batches
 
+    def _batch_threads(self) -> int | None:
+        """torch threads for the batch transforms; None keeps torch's setting."""
+        return None
+
     def __iter__(self) -> Iterator:
+        threads = self._batch_threads()
         for b in self.raw_batches():
             b = to_device(b, self.device, non_blocking=self.device.type == "cuda")
-            for tfm in self.batch_tfms:
-                b = tfm(b)
+            with _torch_threads(threads):
+                for tfm in self.batch_tfms:
+                    b = tfm(b)
             yield b
 
     def __len__(self) -> int:
@@ -67,7 +89,9 @@ class DataLoader(DeviceLoader):
     """Batch an indexable `dataset`; shuffle and `drop_last` are for the training set.
 
     A `TensorDataset` is batched by slicing its tensors (no per-item Python work); anything else goes
-    through `torch.utils.data.DataLoader` with `num_workers` processes and pinned memory on CUDA.
+    through `torch.utils.data.DataLoader` with `num_workers` processes and pinned memory on CUDA. The
+    worker processes are started once, on the first pass, and serve every later pass; they see the
+    dataset as it was then, so a loader over a changed dataset should be made anew.
 
     >>> ds = TensorDataset(torch.randn(100, 3), torch.randn(100))
     >>> xb, yb = DataLoader(ds, bs=32, shuffle=True, device="cpu").one_batch()
@@ -92,23 +116,65 @@ class DataLoader(DeviceLoader):
         # Dropping the last partial batch must never leave a small training set with no batch at all.
         self.drop_last = drop_last and len(dataset) > bs
         self.num_workers, self.collate_fn = num_workers, collate_fn
+        self._torch_dl: TorchDataLoader | None = None
+        self._torch_settings: tuple = ()
+        self._in_pass = False
 
     def __len__(self) -> int:
         n = len(self.dataset)
         return n // self.bs if self.drop_last else -(-n // self.bs)
 
+    def _sliced(self) -> bool:
+        return isinstance(self.dataset, TensorDataset) and self.collate_fn is None
+
+    def _batch_threads(self) -> int | None:
+        # The workers fill cores of their own; batch transforms on the CPU get the rest (at least one)
+        # rather than oversubscribing them: with 2 cores, 2 workers and 2 torch threads the batch
+        # transforms' threads wait on each other and the workers for most of each pass.
+        if self.device.type != "cpu" or self.num_workers == 0 or self._sliced():
+            return None
+        return max(1, torch.get_num_threads() - self.num_workers)
+
     def raw_batches(self) -> Iterable:
-        if isinstance(self.dataset, TensorDataset) and self.collate_fn is None:
+        if self._sliced():
             return self._tensor_batches(self.dataset.tensors)
+        return self._torch_batches()
+
+    def _torch_batches(self) -> Iterator:
+        # torch's loader is kept between passes so that its workers persist: starting them again each
+        # epoch costs more than a whole pass of a small data set. A pass started inside another
+        # (`one_batch()` during training) gets workers of its own: the kept ones are busy.
+        if self._in_pass:
+            yield from self._new_torch_loader(persistent=False)
+            return
+        settings = (self.bs, self.shuffle, self.drop_last, self.num_workers, self.collate_fn, self._pin)
+        dl = self._torch_dl
+        if dl is None or dl.dataset is not self.dataset or self._torch_settings != settings:
+            self._torch_dl, self._torch_settings = self._new_torch_loader(persistent=True), settings
+        self._in_pass = True
+        try:
+            yield from self._torch_dl
+        finally:
+            self._in_pass = False
+
+    @property
+    def _pin(self) -> bool:
+        return self.device.type == "cuda"
+
+    def _new_torch_loader(self, persistent: bool) -> TorchDataLoader:
+        nw = self.num_workers
+        # fork (Linux) gives the workers the dataset, lambdas included, without pickling it
+        ctx = "fork" if nw > 0 and sys.platform.startswith("linux") else None
         return TorchDataLoader(
             self.dataset,
             batch_size=self.bs,
             shuffle=self.shuffle,
             drop_last=self.drop_last,
-            num_workers=self.num_workers,
+            num_workers=nw,
             collate_fn=self.collate_fn,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
+            pin_memory=self._pin,
+            persistent_workers=persistent and nw > 0,
+            multiprocessing_context=ctx,
         )
 
     def _tensor_batches(self, tensors: tuple[torch.Tensor, ...]) -> Iterator[tuple[torch.Tensor, ...]]:
