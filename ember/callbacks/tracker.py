@@ -19,7 +19,8 @@ class TrackerCallback(Callback):
 
     `comp` decides what "better" means: by default lower for names containing 'loss' or 'error',
     higher otherwise. A change smaller than `min_delta` is no improvement. `self.new_best` says
-    whether the epoch just finished improved on `self.best`.
+    whether the epoch just finished improved on `self.best`; `self.wait` counts the epochs since the
+    last improvement.
     """
 
     order = 70  # after the Recorder has logged the epoch
@@ -46,13 +47,14 @@ class TrackerCallback(Callback):
             )
         if self.reset_on_fit or self.best is None:
             self.best = np.inf if self.comp is np.less else -np.inf
-        self.new_best = False
+        self.new_best, self.wait = False, 0
 
     def after_epoch(self) -> None:
         val = self.learn.recorder.value(self.monitor)
         self.new_best = val is not None and bool(self.comp(val - self.min_delta, self.best))
         if self.new_best:
             self.best = val
+        self.wait = 0 if self.new_best else self.wait + 1
 
 
 class EarlyStoppingCallback(TrackerCallback):
@@ -69,13 +71,8 @@ class EarlyStoppingCallback(TrackerCallback):
         super().__init__(monitor, comp, min_delta, reset_on_fit)
         self.patience = patience
 
-    def before_fit(self) -> None:
-        super().before_fit()
-        self.wait = 0
-
     def after_epoch(self) -> None:
         super().after_epoch()
-        self.wait = 0 if self.new_best else self.wait + 1
         if self.wait >= self.patience:
             print(
                 f"No improvement in {self.monitor} since epoch {self.learn.epoch - self.wait}: early stopping"
@@ -145,13 +142,8 @@ class ReduceLROnPlateau(TrackerCallback):
         super().__init__(monitor, comp, min_delta, reset_on_fit)
         self.patience, self.factor, self.min_lr = patience, factor, min_lr
 
-    def before_fit(self) -> None:
-        super().before_fit()
-        self.wait = 0
-
     def after_epoch(self) -> None:
         super().after_epoch()
-        self.wait = 0 if self.new_best else self.wait + 1
         if self.wait >= self.patience:
             self.wait = 0
             old = get_hyper(self.learn.opt, "lr")
