@@ -8,7 +8,9 @@ from ember.vision.core import *
 from ember.vision.core import __all__ as _core_all
 from ember.vision.data import *
 from ember.vision.data import __all__ as _data_all
+from ember.vision.interpret import *
+from ember.vision.interpret import __all__ as _interpret_all
 from ember.vision.learner import *
 from ember.vision.learner import __all__ as _learner_all
 
-__all__ = [*_basics_all, *_core_all, *_augment_all, *_data_all, *_learner_all]
+__all__ = [*_basics_all, *_core_all, *_augment_all, *_data_all, *_learner_all, *_interpret_all]
