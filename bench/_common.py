@@ -6,6 +6,7 @@ No ember and no fastai imports here: `_fastai_loop.py` imports this module insid
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -130,3 +131,12 @@ def median(xs: list[float]) -> float:
 
 def fmt_runs(xs: list[float]) -> str:
     return " ".join(f"{x:.3f}" for x in xs)
+
+
+def warn_if_busy() -> None:
+    """Say so when other work already loads the CPUs: on 2 cores it skews any timing far more than
+    the differences being measured."""
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        msg = f"load average {load:.2f} on {os.cpu_count()} CPUs before the runs: other work is running"
+        print(f"WARNING: {msg}; these timings are unreliable")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import warn_if_busy  # bench/ is on sys.path when run as a script
 from PIL import Image
 
 from ember.vision.all import (
@@ -207,14 +208,6 @@ def print_table(spec: DataSpec, results: list[Result], passes: int) -> None:
         ratio = results[0].ips / fastai.ips
         verdict = "met" if ratio >= TARGET else "NOT met"
         print(f"  ember (defaults) / fastai = {ratio:.2f}x  (target >= {TARGET:g}x: {verdict})")
-
-
-def warn_if_busy() -> None:
-    # On a 2-core machine another busy process halves the throughput of whichever loader it overlaps.
-    load = os.getloadavg()[0]
-    if load > 0.5 * (os.cpu_count() or 1):
-        msg = f"load average {load:.2f} on {os.cpu_count()} CPUs before the runs: other work is running"
-        print(f"WARNING: {msg}; these timings are unreliable")
 
 
 def parse_args() -> argparse.Namespace:

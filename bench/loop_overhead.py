@@ -32,6 +32,7 @@ from _common import (
     make_batches,
     median,
     plain_fit,
+    warn_if_busy,
 )
 
 from ember.basics import Adam, CrossEntropyLossFlat, DataLoaders, Learner, accuracy
@@ -129,14 +130,6 @@ def report_fastai(res: dict, python: Path, ember_ratio: float) -> None:
     print(f"  fastai: default callbacks (Recorder + accuracy, ProgressCallback) on; bar {bar}")
     # Each Learner is normalised by the plain loop timed in its own process.
     print(f"  ember / fastai = {ember_ratio / fastai_ratio:.3f}  ((ember/plain) / (fastai/plain))")
-
-
-def warn_if_busy() -> None:
-    # Another process on these CPUs skews the ratio far more than the loop overhead being measured.
-    load = os.getloadavg()[0]
-    if load > 0.5 * (os.cpu_count() or 1):
-        msg = f"load average {load:.2f} on {os.cpu_count()} CPUs before the runs: other work is running"
-        print(f"WARNING: {msg}; these timings are unreliable")
 
 
 def main() -> None:

@@ -109,10 +109,6 @@ def _to_points(raw: Any) -> Tensor:
     return pts.view(-1, 2)
 
 
-def _splitter(valid_pct: float, seed: int | None) -> Callable:
-    return RandomSplitter(valid_pct, seed)
-
-
 class ImageDataLoaders(TfmdDataLoaders):
     """The course's one-line factories for image classification.
 
@@ -145,7 +141,7 @@ class ImageDataLoaders(TfmdDataLoaders):
                 GrandparentSplitter(train, valid),
             )
         else:
-            get_items, splitter = get_image_files, _splitter(valid_pct, seed)
+            get_items, splitter = get_image_files, RandomSplitter(valid_pct, seed)
         dblock = DataBlock(
             blocks=(ImageBlock(img_cls), CategoryBlock(vocab=vocab)),
             get_items=get_items,
@@ -172,7 +168,7 @@ class ImageDataLoaders(TfmdDataLoaders):
         """Labels from `label_func(path_of_file)`; any function works, lambdas included."""
         dblock = DataBlock(
             blocks=(ImageBlock(img_cls), CategoryBlock),
-            splitter=_splitter(valid_pct, seed),
+            splitter=RandomSplitter(valid_pct, seed),
             get_y=lambda o: label_func(Path(o)),
             item_tfms=item_tfms,
             batch_tfms=batch_tfms,
@@ -231,7 +227,7 @@ class ImageDataLoaders(TfmdDataLoaders):
         if y_block is None:
             y_block = MultiCategoryBlock if label_delim is not None else CategoryBlock
         pref = f"{Path(path) / folder if folder else Path(path)}{os.sep}"
-        splitter = _splitter(valid_pct, seed) if valid_col is None else ColSplitter(valid_col)
+        splitter = RandomSplitter(valid_pct, seed) if valid_col is None else ColSplitter(valid_col)
         dblock = DataBlock(
             blocks=(ImageBlock(img_cls), y_block),
             get_x=ColReader(fn_col, pref=pref, suff=suff),
@@ -280,7 +276,7 @@ class ImageDataLoaders(TfmdDataLoaders):
             blocks=(ImageBlock, y_block),
             get_x=lambda i: fnames[i],
             get_y=lambda i: labels[i],
-            splitter=_splitter(valid_pct, seed),
+            splitter=RandomSplitter(valid_pct, seed),
             item_tfms=item_tfms,
             batch_tfms=batch_tfms,
         )
@@ -317,7 +313,7 @@ class SegmentationDataLoaders(TfmdDataLoaders):
         """
         dblock = DataBlock(
             blocks=(ImageBlock, MaskBlock(codes)),
-            splitter=_splitter(valid_pct, seed),
+            splitter=RandomSplitter(valid_pct, seed),
             get_y=lambda o: label_func(Path(o)),
             item_tfms=item_tfms,
             batch_tfms=batch_tfms,
