@@ -14,6 +14,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ember.core.serial import register_config_type
+
 __all__ = [
     "BCEWithLogitsLossFlat",
     "CrossEntropyLossFlat",
@@ -114,6 +116,11 @@ class CrossEntropyLossFlat(nn.Module):
     def extra_repr(self) -> str:
         return f"axis={self.axis}, reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
 
+    def to_config(self) -> dict:
+        """What an export file keeps (class weights only matter for training, so they are left out)."""
+        keys = ("axis", "ignore_index", "reduction", "label_smoothing", "flatten", "floatify")
+        return {k: getattr(self, k) for k in keys}
+
 
 class BCEWithLogitsLossFlat(nn.Module):
     """Binary cross-entropy on logits, for multi-label (`(bs, n_labels)`) or single-logit binary outputs.
@@ -170,6 +177,11 @@ class BCEWithLogitsLossFlat(nn.Module):
     def extra_repr(self) -> str:
         return f"axis={self.axis}, thresh={self.thresh}, reduction={self.reduction!r}"
 
+    def to_config(self) -> dict:
+        """What an export file keeps (weights only matter for training, so they are left out)."""
+        return {"axis": self.axis, "floatify": self.floatify, "thresh": self.thresh,
+                "reduction": self.reduction, "flatten": self.flatten}  # fmt: skip
+
 
 class _PointwiseLossFlat(nn.Module):
     """A regression loss on predictions and targets flattened to 1-d; `func` is the torch function."""
@@ -195,6 +207,9 @@ class _PointwiseLossFlat(nn.Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+    def to_config(self) -> dict:
+        return {"axis": self.axis, "floatify": self.floatify, "reduction": self.reduction}
 
 
 class MSELossFlat(_PointwiseLossFlat):
@@ -251,3 +266,11 @@ class LabelSmoothingCrossEntropy(nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}, reduction={self.reduction!r}"
+
+    def to_config(self) -> dict:
+        return {"eps": self.eps, "reduction": self.reduction}
+
+
+register_config_type(
+    CrossEntropyLossFlat, BCEWithLogitsLossFlat, MSELossFlat, L1LossFlat, LabelSmoothingCrossEntropy
+)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ember.core.serial import ConfigError, register_config_type
 from ember.data.errors import DataError
 from ember.data.transforms import CATEGORY, MULTI_CATEGORY, OTHER, REGRESSION, Transform
 from ember.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
@@ -65,8 +66,31 @@ class TransformBlock:
         """Draw `value` on `ax`, or return text for the title (targets and predictions)."""
         return str(self.decode(value))
 
+    def to_config(self) -> dict:
+        """The arguments that rebuild this block for inference (see `ember.core.serial`)."""
+        if self.type_tfms or self.item_tfms or self.batch_tfms:
+            raise ConfigError(
+                f"{self!r} has transforms of its own ({self.type_tfms + self.item_tfms + self.batch_tfms}), "
+                "which an export file cannot describe; use one of ember's blocks (e.g. ImageBlock)"
+            )
+        return {"kind": self.kind}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def json_labels(vocab: Sequence[Any], block: str) -> list:
+    """A vocabulary as JSON values (str, int, float, bool); numpy scalars become Python ones."""
+    out = []
+    for v in vocab:
+        v = v.item() if hasattr(v, "item") and not isinstance(v, str) else v
+        if not isinstance(v, str | int | float | bool):
+            raise ConfigError(
+                f"{block}: label {v!r} ({type(v).__name__}) cannot be written to an export file; "
+                "labels must be strings or numbers"
+            )
+        out.append(v)
+    return out
 
 
 class CategoryBlock(TransformBlock):
@@ -119,6 +143,9 @@ class CategoryBlock(TransformBlock):
     def n_out(self) -> int:
         return len(self.vocab)
 
+    def to_config(self) -> dict:
+        return {"vocab": json_labels(self.vocab, "CategoryBlock"), "sort": self.sort, "add_na": self.add_na}
+
     def __repr__(self) -> str:
         return f"CategoryBlock(vocab={self.vocab[:5]}{'...' if len(self.vocab) > 5 else ''})"
 
@@ -170,6 +197,10 @@ class MultiCategoryBlock(TransformBlock):
     def default_loss(self) -> nn.Module:
         return BCEWithLogitsLossFlat()
 
+    def to_config(self) -> dict:
+        vocab = json_labels(self.vocab, "MultiCategoryBlock")
+        return {"encoded": self.encoded, "vocab": vocab, "add_na": self.add_na}
+
     @property
     def n_out(self) -> int:
         return len(self.vocab)
@@ -220,3 +251,9 @@ class RegressionBlock(TransformBlock):
     @property
     def n_out(self) -> int | None:
         return self._n_out
+
+    def to_config(self) -> dict:
+        return {"n_out": self._n_out}
+
+
+register_config_type(TransformBlock, CategoryBlock, MultiCategoryBlock, RegressionBlock)

@@ -1,5 +1,6 @@
-"""ember.learner: the Learner and its checkpoints."""
+"""ember.learner: the Learner, its checkpoints and its export files."""
 
+from ember.learner.export import ExportError, NotAnExportError, load_learner, read_export_info
 from ember.learner.learner import Learner
 
-__all__ = ["Learner"]
+__all__ = ["ExportError", "Learner", "NotAnExportError", "load_learner", "read_export_info"]

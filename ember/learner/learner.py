@@ -79,6 +79,9 @@ class Learner:
         self.metrics = [to_metric(m) for m in listify(metrics)]
         self.path = Path(path if path is not None else getattr(dls, "path", "."))
         self.model_dir = Path(model_dir)
+        # How to rebuild the model without the training script: set by vision_learner, read by export.
+        self.model_config: dict[str, Any] | None = None
+        self.export_info: dict[str, Any] = {}  # what load_learner read about the model (arch, vocab, ...)
         self.opt: torch.optim.Optimizer | None = None
         self.grad_scaler: torch.amp.GradScaler | None = None  # set by MixedPrecision for float16
         self.epoch, self.n_epoch, self.train_iter, self.training = 0, 1, 0, False
@@ -449,6 +452,17 @@ class Learner:
         opt = self.opt if with_opt else None
         save_checkpoint(path, self.model, opt, epoch=self.epoch)
         return path
+
+    def export(self, fname: str | Path = "export.pkl") -> Path:
+        """Write the model and what inference needs (vocabulary, resize, normalisation, decoding) to
+        `path/fname` for `load_learner`: safetensors and JSON, no pickle (the course's file name is
+        kept; the content is not a pickle).
+
+        >>> learn.export("models/pets.pkl")  # doctest: +SKIP
+        """
+        from ember.learner.export import export_learner
+
+        return export_learner(self, self.path / fname)
 
     def load(self, file: str, with_opt: bool = True, strict: bool = True) -> Learner:
         """Load a state written by `save`; sets `self.epoch` to the epoch it was saved at."""

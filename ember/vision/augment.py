@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ember.core.serial import register_config_type
 from ember.data.transforms import IMAGE, MASK, POINTS, TRAIN, Transform
 
 __all__ = [
@@ -183,6 +184,10 @@ class Resize(Transform):
         fx, fy = (random.random(), random.random()) if split_idx == TRAIN else (0.5, 0.5)
         return _crop_resize(values, kinds, _aspect_box(frame, out_wh, fx, fy), out_wh, self.resamples)
 
+    def to_config(self) -> dict:
+        return {"size": list(self.size), "method": self.method, "pad_mode": self.pad_mode,
+                "resamples": [int(r) for r in self.resamples]}  # fmt: skip
+
     def __repr__(self) -> str:
         return f"Resize(size={self.size}, method={self.method!r})"
 
@@ -246,6 +251,10 @@ class RandomResizedCrop(Transform):
             box = _shrink(_aspect_box(frame, out_wh, 0.5, 0.5), 1 / (1 + self.val_xtra))
         return _crop_resize(values, kinds, box, out_wh, self.resamples)
 
+    def to_config(self) -> dict:
+        return {"size": list(self.size), "min_scale": self.min_scale, "ratio": list(self.ratio),
+                "resamples": [int(r) for r in self.resamples], "val_xtra": self.val_xtra}  # fmt: skip
+
     def __repr__(self) -> str:
         return f"RandomResizedCrop(size={self.size}, min_scale={self.min_scale})"
 
@@ -279,6 +288,9 @@ class ToTensor(Transform):
         frame = _frame(values, kinds)
         return tuple(_to_tensor(v, k, frame) for v, k in zip(values, kinds))
 
+    def to_config(self) -> dict:
+        return {}
+
 
 # ---------------------------------------------------------------------------------------------------
 # Batch transforms: tensors (bs, c, h, w) images, (bs, h, w) masks, (bs, n, 2) points in [-1, 1]
@@ -304,6 +316,9 @@ class IntToFloatTensor(Transform):
             return (x * self.div).round().clamp(0, 255).to(torch.uint8) if x.is_floating_point() else x
 
         return _map_kind(values, kinds, IMAGE, to_uint8)
+
+    def to_config(self) -> dict:
+        return {"div": self.div}
 
 
 class Normalize(Transform):
@@ -356,6 +371,9 @@ class Normalize(Transform):
 
     def decodes(self, values: tuple, kinds: tuple[str, ...]) -> tuple:
         return _map_kind(values, kinds, IMAGE, self._denorm)
+
+    def to_config(self) -> dict:
+        return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
@@ -616,6 +634,11 @@ class AffineWarp(Transform):
                 out[i] = _move_points(v, m, frame, out_wh, self.align_corners)
         return tuple(out)
 
+    def to_config(self) -> dict:
+        """What the validation set (and so inference) needs: the resize, not the random augmentations."""
+        return {"tfms": [], "size": None if self.size is None else list(self.size), "mode": self.mode,
+                "pad_mode": self.pad_mode, "align_corners": self.align_corners}  # fmt: skip
+
     def __repr__(self) -> str:
         return f"AffineWarp({self.tfms}, size={self.size}, pad_mode={self.pad_mode!r})"
 
@@ -744,3 +767,6 @@ def aug_transforms(
             Lighting([Brightness(max_lighting, p_lighting), Contrast(max_lighting, p_lighting)], batch)
         )
     return tfms + list(xtra_tfms or [])
+
+
+register_config_type(Resize, RandomResizedCrop, ToTensor, IntToFloatTensor, Normalize, AffineWarp)

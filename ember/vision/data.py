@@ -12,15 +12,16 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from ember.core.serial import ConfigError, register_config_type
 from ember.data.block import DataBlock, TfmdDataLoaders
-from ember.data.blocks import CategoryBlock, MultiCategoryBlock, TransformBlock
+from ember.data.blocks import CategoryBlock, MultiCategoryBlock, TransformBlock, json_labels
 from ember.data.errors import DataError
 from ember.data.getters import ColReader, RegexLabeller, get_image_files, parent_label, using_attr
 from ember.data.splitters import ColSplitter, GrandparentSplitter, RandomSplitter
 from ember.data.transforms import IMAGE, MASK, POINTS, Transform
 from ember.losses import CrossEntropyLossFlat, MSELossFlat
 from ember.vision.augment import IntToFloatTensor, ToTensor
-from ember.vision.core import PILImage, PILMask, show_image, show_mask, show_points
+from ember.vision.core import PILImage, PILImageBW, PILMask, show_image, show_mask, show_points
 
 __all__ = ["ImageBlock", "ImageDataLoaders", "MaskBlock", "PointBlock", "SegmentationDataLoaders"]
 
@@ -39,6 +40,18 @@ class ImageBlock(TransformBlock):
     def show(self, value: Any, ax: Any) -> None:
         show_image(value, ax=ax)
         self._size = _size_of(value)
+
+    def to_config(self) -> dict:
+        return {"cls": self.cls.__name__}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> ImageBlock:
+        kinds = {c.__name__: c for c in (PILImage, PILImageBW)}
+        if cfg.get("cls") not in kinds:
+            raise ConfigError(
+                f"ImageBlock: unknown image type {cfg.get('cls')!r}; expected one of {list(kinds)}"
+            )
+        return cls(kinds[cfg["cls"]])
 
     def __repr__(self) -> str:
         return f"ImageBlock({self.cls.__name__})"
@@ -62,6 +75,9 @@ class MaskBlock(TransformBlock):
     def show(self, value: Any, ax: Any) -> None:
         show_mask(value, ax=ax)
 
+    def to_config(self) -> dict:
+        return {"codes": json_labels(self.vocab, "MaskBlock")}
+
     def default_loss(self) -> nn.Module:
         return CrossEntropyLossFlat(axis=1)
 
@@ -75,9 +91,9 @@ class PointBlock(TransformBlock):
 
     kind = POINTS
 
-    def __init__(self) -> None:
+    def __init__(self, n_out: int | None = None) -> None:
         super().__init__(type_tfms=[_to_points], item_tfms=[ToTensor()])
-        self._n_out: int | None = None
+        self._n_out = n_out
 
     def setup(self, train_values: Sequence[Any]) -> None:
         if train_values:
@@ -98,6 +114,9 @@ class PointBlock(TransformBlock):
     def n_out(self) -> int | None:
         return self._n_out
 
+    def to_config(self) -> dict:
+        return {"n_out": self._n_out}
+
 
 def _to_points(raw: Any) -> Tensor:
     try:
@@ -107,6 +126,9 @@ def _to_points(raw: Any) -> Tensor:
     if pts.numel() % 2:
         raise DataError(f"PointBlock: {raw!r} has an odd number of coordinates; give (x, y) pairs")
     return pts.view(-1, 2)
+
+
+register_config_type(ImageBlock, MaskBlock, PointBlock)
 
 
 class ImageDataLoaders(TfmdDataLoaders):

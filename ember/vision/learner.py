@@ -14,6 +14,7 @@ from torch import nn
 
 from ember.callbacks.core import Callback
 from ember.core.optimizer import Adam, OptFunc
+from ember.core.serial import register_config_type
 from ember.learner.learner import Learner
 from ember.metrics import Metric
 from ember.models.layers import SigmoidRange
@@ -21,7 +22,7 @@ from ember.models.registry import create_model, model_spec
 from ember.models.surgery import cut_body, num_features
 from ember.vision.augment import Normalize
 
-__all__ = ["AdaptiveConcatPool2d", "cnn_learner", "create_head", "vision_learner"]
+__all__ = ["AdaptiveConcatPool2d", "cnn_learner", "create_head", "create_vision_model", "vision_learner"]
 
 
 class AdaptiveConcatPool2d(nn.Module):
@@ -133,18 +134,13 @@ def vision_learner(
     `lr_mult` is accepted for the course's signature; discriminative rates come from `slice(lo, hi)`.
     """
     spec = model_spec(arch)
-    if cut is not None:
-        spec = type(spec)(**{**spec.__dict__, "cut": cut})
     n_out = n_out if n_out is not None else getattr(dls, "c", None)
     if not n_out:
         raise ValueError("vision_learner: n_out is not known from the data (dls.c); pass n_out=...")
-    body = cut_body(create_model(spec.name, pretrained=pretrained, n_in=n_in, weights=weights), spec)
-    nf = spec.n_features or num_features(body, n_in)
-    head = custom_head if custom_head is not None else create_head(
-        nf, n_out, lin_ftrs, ps, concat_pool, first_bn, bn_final, y_range
+    model = create_vision_model(
+        spec.name, n_out, pretrained, weights, cut, n_in, init, custom_head, concat_pool, lin_ftrs, ps,
+        first_bn, bn_final, y_range,
     )  # fmt: skip
-    _init_head(head, init)
-    model = nn.Sequential(body, head)
     if normalize and (pretrained or weights is not None):
         _add_normalize(dls, spec.mean, spec.std)
     split = splitter if splitter is not None else (lambda m: [*spec.split(m[0]), list(m[1].parameters())])
@@ -152,9 +148,53 @@ def vision_learner(
         dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, splitter=split, cbs=cbs, metrics=metrics,
         path=path, model_dir=model_dir, wd=wd, moms=moms, quiet=quiet,
     )  # fmt: skip
+    if custom_head is None and not callable(cut):  # what an export file needs to rebuild the model
+        learn.model_config = dict(
+            type="create_vision_model", arch=spec.name, n_out=n_out, cut=cut, n_in=n_in,
+            concat_pool=concat_pool, lin_ftrs=None if lin_ftrs is None else list(lin_ftrs),
+            ps=list(ps) if isinstance(ps, Sequence) else ps, first_bn=first_bn, bn_final=bn_final,
+            y_range=None if y_range is None else list(y_range),
+        )  # fmt: skip
     if pretrained or weights is not None:
         learn.freeze()
     return learn
+
+
+def create_vision_model(
+    arch: Any,
+    n_out: int,
+    pretrained: bool = False,
+    weights: str | None = None,
+    cut: int | Callable | None = None,
+    n_in: int = 3,
+    init: Callable[[torch.Tensor], Any] | None = nn.init.kaiming_normal_,
+    custom_head: nn.Module | None = None,
+    concat_pool: bool = True,
+    lin_ftrs: Sequence[int] | None = None,
+    ps: float | Sequence[float] = 0.5,
+    first_bn: bool = True,
+    bn_final: bool = False,
+    y_range: Sequence[float] | None = None,
+) -> nn.Sequential:
+    """`nn.Sequential(body, head)`: `arch` cut before its pooling, and the course's head for `n_out`.
+
+    >>> create_vision_model("resnet18", 10)[1][-1]  # doctest: +SKIP
+    Linear(in_features=512, out_features=10, bias=False)
+    """
+    spec = model_spec(arch)
+    if cut is not None:
+        spec = type(spec)(**{**spec.__dict__, "cut": cut})
+    body = cut_body(create_model(spec.name, pretrained=pretrained, n_in=n_in, weights=weights), spec)
+    nf = spec.n_features or num_features(body, n_in)
+    y_range = None if y_range is None else (float(y_range[0]), float(y_range[1]))
+    head = custom_head if custom_head is not None else create_head(
+        nf, n_out, lin_ftrs, ps, concat_pool, first_bn, bn_final, y_range
+    )  # fmt: skip
+    _init_head(head, init)
+    return nn.Sequential(body, head)
+
+
+register_config_type(create_vision_model)
 
 
 def cnn_learner(*args: Any, **kwargs: Any) -> Learner:

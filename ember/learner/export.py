@@ -1,0 +1,269 @@
+"""A trained learner as one self-contained file for inference, with no pickle in it.
+
+The file is a safetensors file: the model's tensors, plus one JSON description in its metadata of
+how to rebuild everything around them (the architecture's arguments, the blocks with their
+vocabulary, the validation-time transforms such as Resize and Normalize, the loss that decodes
+predictions). Loading reads JSON and tensors only. Types are looked up by name in the registry of
+`ember.core.serial`, never imported from the file, so a file cannot make ember run code.
+
+>>> learn.export()                       # path/export.pkl (the course's name; the content is safetensors)
+>>> learn = load_learner("export.pkl")   # in another process, without the training data
+>>> label, idx, probs = learn.predict("cat.jpg")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
+
+from ember.core.serial import ConfigError, from_config, registered_type, to_config
+from ember.core.utils import atomic_write, default_device
+from ember.data.block import DataBlock, TfmdDataLoaders
+from ember.data.datasets import Datasets
+from ember.data.transforms import VALID, Transform
+
+if TYPE_CHECKING:
+    from ember.learner.learner import Learner
+
+__all__ = ["ExportError", "NotAnExportError", "export_learner", "load_learner", "read_export_info"]
+
+FORMAT, VERSION = "ember.export", 1
+MAX_HEADER = 100 * 2**20  # a safetensors header larger than this is not one of ours
+# Packages whose import registers the types an export can name: ember's own applications, listed
+# here (not read from the file) so that loading never imports a module a file chose.
+_APPS = {"vision": ("ember.vision.data", "ember.vision.learner")}
+_TASKS = {
+    "category": "single-label classification",
+    "multicategory": "multi-label classification",
+    "regression": "regression",
+    "points": "point regression",
+    "mask": "segmentation",
+}
+
+
+class ExportError(ValueError):
+    """A learner that cannot be written as an export file, with what to change."""
+
+
+class NotAnExportError(ValueError):
+    """A file that is not (or no longer) an ember export: refused before anything in it is used."""
+
+
+# ---- writing -------------------------------------------------------------------------------------
+def export_learner(learn: Learner, path: Path) -> Path:
+    """Write `learn`'s model and inference pipeline to `path` atomically (see the module's docstring)."""
+    cfg = describe(learn)
+    tensors = _model_tensors(learn.model)
+    data = save(tensors, metadata={"format": FORMAT, "version": str(VERSION), "config": json.dumps(cfg)})
+    with atomic_write(path) as f:
+        f.write(data)
+    return path
+
+
+def describe(learn: Learner) -> dict[str, Any]:
+    """The JSON description an export file holds; an `ExportError` naming what cannot be described."""
+    dls = learn.dls
+    if not isinstance(dls, TfmdDataLoaders):
+        raise ExportError(
+            "learn.export needs DataLoaders made by a DataBlock or a factory (ImageDataLoaders...), which "
+            "know how to prepare a new item; with other DataLoaders, save the weights with learn.save()"
+        )
+    if learn.model_config is None:
+        raise ExportError(
+            "learn.export does not know how to rebuild this model: learners made by vision_learner "
+            "(without custom_head or a callable cut) record it. For a model of your own, save its "
+            "weights with learn.save(), or register a builder with ember.core.serial.register_config_type "
+            "and set learn.model_config = {'type': builder_name, **its_kwargs}"
+        )
+    blocks = dls.datasets.blocks
+    try:
+        cfg = {
+            "model": dict(learn.model_config),
+            "blocks": [to_config(b) for b in blocks],
+            "n_inp": dls.datasets.n_inp,
+            "item_tfms": _tfms_config(dls.dblock.item_tfms),
+            "batch_tfms": _tfms_config(dls.dblock.batch_tfms),
+            "loss_func": to_config(learn.loss_func),
+        }
+    except ConfigError as e:
+        raise ExportError(f"learn.export: {e}") from e
+    cfg["apps"] = _apps_of(cfg)
+    cfg["info"] = _info(learn, cfg)
+    _check_json(cfg)
+    return cfg
+
+
+def _tfms_config(tfms: list[Transform]) -> list[dict[str, Any]]:
+    # Training-only transforms (augmentations) play no part in inference, so they are left out.
+    return [to_config(t) for t in tfms if t.split_idx in (None, VALID)]
+
+
+def _apps_of(cfg: dict[str, Any]) -> list[str]:
+    """The ember applications whose types the description names (imported again at loading)."""
+    descs = [cfg["model"], *cfg["blocks"], *cfg["item_tfms"], *cfg["batch_tfms"], cfg["loss_func"]]
+    mods = [getattr(registered_type(d["type"]), "__module__", "") for d in descs]
+    return sorted(app for app in _APPS if any(m.startswith(f"ember.{app}.") for m in mods))
+
+
+def _info(learn: Learner, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a person (or a server) wants to know about the model without loading it."""
+    import ember
+
+    target = cfg["blocks"][-1]
+    values = learn.recorder.valid_values or []
+    names = ["valid_loss", *(m.name for m in learn.metrics)]
+    return {
+        "arch": cfg["model"].get("arch"),
+        "task": _TASKS.get(getattr(learn.dls.datasets.blocks[-1], "kind", ""), "other"),
+        "vocab": target.get("vocab", target.get("codes")),
+        "n_out": cfg["model"].get("n_out"),
+        "input_size": _input_size(cfg),
+        "metrics": {n: float(v) for n, v in zip(names, values) if v is not None},
+        "epochs_trained": learn.epoch + 1 if learn.opt is not None else 0,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "ember_version": ember.__version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _input_size(cfg: dict[str, Any]) -> list[int] | None:
+    """(h, w) the model sees: the last resizing transform's size, when there is one."""
+    sizes = [t["size"] for t in [*cfg["item_tfms"], *cfg["batch_tfms"]] if t.get("size") is not None]
+    return sizes[-1] if sizes else None
+
+
+def _check_json(cfg: dict[str, Any]) -> None:
+    try:
+        json.dumps(cfg, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ExportError(f"learn.export: the description holds a value JSON cannot store: {e}") from e
+
+
+def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        # safetensors refuses tensors that share memory (tied weights): store a copy of the second.
+        out[k] = v.clone() if v.data_ptr() in seen else v.contiguous()
+        seen.add(v.data_ptr())
+    return out
+
+
+# ---- reading -------------------------------------------------------------------------------------
+def _not_export(path: Path, why: str) -> NotAnExportError:
+    return NotAnExportError(f"{path} is not an ember export: {why}. Make one with learn.export().")
+
+
+def _sniff(path: Path) -> int:
+    """Check the safetensors framing before any parser sees the file; returns the header length."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}; give the path of a file written by learn.export()")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        kind = "a pickle" if head[:1] == b"\x80" else "a zip archive (torch.save's format)"
+        raise _not_export(
+            path, f"it looks like {kind}, e.g. a fastai export or torch.save file; ember never unpickles "
+            "a file, since unpickling can run any code"
+        )  # fmt: skip
+    if len(head) < 9:
+        raise _not_export(path, f"it is only {size} bytes long")
+    n = int.from_bytes(head[:8], "little")
+    if head[8:9] != b"{" or not 0 < n <= min(MAX_HEADER, size - 8):
+        raise _not_export(path, "it is not a safetensors file (the first bytes are not a safetensors header)")
+    return n
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    _sniff(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise _not_export(path, f"it is damaged or truncated ({e})") from e
+    if meta.get("format") != FORMAT:
+        hint = " (it is a checkpoint from learn.save: load it with learn.load)" if "ember.checkpoint" in str(
+            meta.get("format")) else ""  # fmt: skip
+        raise _not_export(path, f"it is a safetensors file without ember's export marker{hint}")
+    if meta.get("version") != str(VERSION):
+        raise NotAnExportError(
+            f"{path} is an ember export of format version {meta.get('version')}; this ember reads version "
+            f"{VERSION}: install the ember that wrote it, or export the model again"
+        )
+    try:
+        cfg = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise _not_export(path, f"its description is missing or damaged ({e})") from e
+    return cfg, tensors
+
+
+def read_export_info(fname: str | Path) -> dict[str, Any]:
+    """What an export file says about its model (arch, task, vocab, input size, metrics, versions),
+    without building the model.
+
+    >>> read_export_info("export.pkl")["vocab"]  # doctest: +SKIP
+    ['False', 'True']
+    """
+    return _read(Path(fname))[0]["info"]
+
+
+def load_learner(fname: str | Path, cpu: bool = True) -> Learner:
+    """A Learner rebuilt from a file written by `learn.export()`, ready to `predict` new items; on the
+    CPU unless `cpu=False` (then the first GPU when there is one).
+
+    A file that is not an ember export (a pickle, another safetensors file, a damaged file) is refused
+    with `NotAnExportError` before anything in it is used.
+
+    >>> learn = load_learner("models/export.pkl")  # doctest: +SKIP
+    >>> learn.predict("cat.jpg")  # doctest: +SKIP
+    ('True', tensor(1), tensor([0.0210, 0.9790]))
+    """
+    from ember.learner.learner import Learner
+
+    path = Path(fname)
+    cfg, tensors = _read(path)
+    for app in cfg.get("apps", []):
+        if app not in _APPS:
+            raise NotAnExportError(f"{path} needs an ember application {app!r} this ember does not have")
+        for module in _APPS[app]:
+            importlib.import_module(module)
+    device = torch.device("cpu") if cpu else default_device()
+    try:
+        dls = _inference_dls(cfg, device, path.parent)
+        model = from_config(cfg["model"])
+        loss_func = from_config(cfg["loss_func"])
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        raise NotAnExportError(f"{path}: its description cannot be rebuilt ({e!r})") from e
+    _load_weights(path, model, tensors)
+    learn = Learner(dls, model.eval(), loss_func=loss_func, path=path.parent, quiet=True)
+    learn.model_config, learn.export_info = cfg["model"], cfg.get("info", {})
+    return learn
+
+
+def _inference_dls(cfg: dict[str, Any], device: torch.device, path: Path) -> TfmdDataLoaders:
+    """DataLoaders with no items: the blocks and transforms that `test_dl` and `predict` need."""
+    blocks = [from_config(b) for b in cfg["blocks"]]
+    item_tfms = [from_config(t) for t in cfg["item_tfms"]]
+    batch_tfms = [from_config(t) for t in cfg["batch_tfms"]]
+    dblock = DataBlock(blocks=blocks, item_tfms=item_tfms, batch_tfms=batch_tfms, n_inp=cfg["n_inp"])
+    dsets = Datasets([], blocks, [None] * len(blocks), ([], []), cfg["n_inp"], setup=False)
+    return TfmdDataLoaders.from_datasets(dsets, dblock, num_workers=0, device=device, cache=False, path=path)
+
+
+def _load_weights(path: Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise NotAnExportError(
+            f"{path}: its weights do not fit the model its description names; the file was changed or "
+            f"damaged after export ({str(e).splitlines()[0]})"
+        ) from e
