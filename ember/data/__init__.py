@@ -1,9 +1,12 @@
-"""ember.data: loaders and the DataBlock API (blocks, getters, splitters, transforms)."""
+"""ember.data: loaders, the DataBlock API (blocks, getters, splitters, transforms) and the data sets
+(`untar_data`, `URLs`, `builtin_data`)."""
 
 from ember.data.block import DataBlock, TfmdDataLoaders
 from ember.data.blocks import CategoryBlock, MultiCategoryBlock, RegressionBlock, TransformBlock
+from ember.data.builtin import builtin_data
 from ember.data.datasets import Datasets, DatasetSplit
-from ember.data.errors import DataError
+from ember.data.errors import DataError, DownloadError
+from ember.data.external import URLs, download_url, untar_data
 from ember.data.getters import (
     ColReader,
     RegexLabeller,
@@ -35,6 +38,7 @@ __all__ = [
     "DatasetSplit",
     "Datasets",
     "DeviceLoader",
+    "DownloadError",
     "FuncSplitter",
     "GrandparentSplitter",
     "IndexSplitter",
@@ -47,9 +51,13 @@ __all__ = [
     "TrainTestSplitter",
     "Transform",
     "TransformBlock",
+    "URLs",
+    "builtin_data",
+    "download_url",
     "get_files",
     "get_image_files",
     "image_extensions",
     "parent_label",
+    "untar_data",
     "using_attr",
 ]
