@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: demo test bench lint format clean
 
 $(STAMP): pyproject.toml
@@ -17,7 +20,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m ember.demo
 
-test: $(STAMP)
+# Headless Chromium for the browser tests (tests/browser.py): Debian's package, installed only when missing;
+# Playwright drives it (`playwright install`, which downloads a browser, is never run).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -n 2 --timeout 900 -q
 
 # Benchmarks print their figures and references; they never fail on timing. Run them on a quiet machine.
@@ -25,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/loop_overhead.py
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/collab.py
+	$(BIN)/python bench/vision.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check ember tests bench

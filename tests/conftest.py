@@ -8,6 +8,7 @@ matplotlib.use("Agg")  # plots in tests never need a screen
 
 import pytest
 import torch
+from browser import browser  # noqa: F401 - the shared headless-Chromium fixture, for every test file
 from torch import nn
 from torch.utils.data import TensorDataset
 

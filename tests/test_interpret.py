@@ -72,3 +72,17 @@ def test_from_learner_and_plot_top_losses_on_images(tmp_path):
     fig = interp_.plot_top_losses(2)
     assert sum(bool(ax.images) for ax in fig.axes) == 2
     plt.close("all")
+
+
+def test_plot_most_uncertain_titles_the_items_closest_to_the_boundary():
+    fig = interp(P, T).plot_most_uncertain(2)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["dog/emu / 0.45 vs 0.45", "cat/dog / 0.50 vs 0.49"]
+    plt.close(fig)
+
+
+def test_from_learner_refuses_a_regression_learner_and_says_why():
+    from conftest import linear_dls
+
+    learn = Learner(linear_dls(n=64), torch.nn.Linear(1, 1), torch.nn.MSELoss(), quiet=True)
+    with pytest.raises(ValueError, match=r"single-label classifier.*targets \(13, 1\)"):
+        ClassificationInterpretation.from_learner(learn)

@@ -11,7 +11,7 @@ from ember.callbacks.core import (
     CancelValidException,
 )
 from ember.callbacks.logger import CSVLogger
-from ember.callbacks.lr_finder import LRFinder, SuggestedLRs, minimum, slide, steep, valley
+from ember.callbacks.lr_finder import LRFinder, LRFindResult, SuggestedLRs, minimum, slide, steep, valley
 from ember.callbacks.mixed_precision import MixedPrecision
 from ember.callbacks.progress import ProgressCallback
 from ember.callbacks.recorder import Recorder
@@ -37,6 +37,7 @@ __all__ = [
     "EarlyStoppingCallback",
     "GradientAccumulation",
     "GradientClip",
+    "LRFindResult",
     "LRFinder",
     "MixedPrecision",
     "ParamScheduler",

@@ -9,13 +9,24 @@ import copy
 import math
 from collections import namedtuple
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ember.callbacks.core import Callback, CancelFitException, CancelValidException
 
-__all__ = ["LRFinder", "SuggestedLRs", "minimum", "slide", "steep", "suggest_lrs", "valley"]
+__all__ = [
+    "LRFindResult",
+    "LRFinder",
+    "SuggestedLRs",
+    "minimum",
+    "plot_lr_curve",
+    "slide",
+    "steep",
+    "suggest_lrs",
+    "valley",
+]
 
 SuggestedLRs = Any  # a namedtuple whose fields are the names of the suggestion functions used
 
@@ -123,3 +134,44 @@ def suggest_lrs(
     x, y = _trim(lrs, losses, num_it)
     names = [getattr(f, "__name__", f"suggestion_{i}") for i, f in enumerate(funcs)]
     return namedtuple("SuggestedLRs", names)(*(f(x, y) for f in funcs))
+
+
+@dataclass
+class LRFindResult:
+    """One `lr_find` run: the learning rates and smoothed losses per batch, and the suggestions.
+
+    The Learner keeps the last one as `learn.lr_find_result`, so it outlives the next fit (which resets
+    the Recorder) and can go into `learn.report()`.
+
+    >>> learn.lr_find(show_plot=False); learn.lr_find_result.plot()  # doctest: +SKIP
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    suggestions: SuggestedLRs
+
+    def plot(self, skip_end: int = 5, ax: Any = None) -> Any:
+        """Loss against learning rate (log scale), the suggestions marked; returns the figure."""
+        return plot_lr_curve(self.lrs, self.losses, self.suggestions, skip_end, ax)
+
+
+def plot_lr_curve(
+    lrs: Sequence[float], losses: Sequence[float], suggestions: Any = None, skip_end: int = 5, ax: Any = None
+) -> Any:
+    """Loss against learning rate (log scale) without its last `skip_end` points (the divergence), each
+    suggestion marked at the loss recorded nearest to it; returns the figure."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        ax = plt.subplots()[1]
+    end = -skip_end if skip_end and len(lrs) > skip_end else None
+    ax.plot(lrs[:end], losses[:end])
+    ax.set_xscale("log")
+    ax.set_xlabel("Learning Rate")
+    ax.set_ylabel("Loss")
+    for name, lr in suggestions._asdict().items() if suggestions is not None else ():
+        i = min(range(len(lrs)), key=lambda j: abs(lrs[j] - lr))
+        ax.plot(lr, losses[i], "o", label=f"{name}: {lr:.2e}")
+    if suggestions is not None:
+        ax.legend()
+    return ax.figure

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ember.callbacks.core import Callback
+from ember.callbacks.lr_finder import LRFinder, plot_lr_curve
 from ember.core.utils import find_bs
 
 __all__ = ["Recorder"]
@@ -15,10 +16,16 @@ __all__ = ["Recorder"]
 
 class Recorder(Callback):
     """Always on. Per training batch: `losses` (smoothed), `lrs`, `moms`. Per epoch: `values` rows of
-    `[train_loss, valid_loss, *metrics]` with `metric_names`, and `times`.
+    `[train_loss, valid_loss, *metrics]` with `metric_names`, and `times`. These cover the last fit.
+
+    `history` covers every fit of the learner (fine_tune runs two; lr_find's runs are left out): one dict
+    per epoch with `fit` (1, 2, ...), `epoch` (within its fit), `train_loss`, `valid_loss`, each metric
+    by name, `time`, the last group's `lr` at the epoch's end, and `frozen` (some parameters not trained).
 
     The train loss is an exponential moving average of batch losses (`beta`), debiased, as the course
     shows it; validation loss and metrics are computed over the whole validation set.
+
+    >>> learn.fine_tune(2); [(h["fit"], h["valid_loss"]) for h in learn.recorder.history]  # doctest: +SKIP
     """
 
     order = 50
@@ -32,6 +39,8 @@ class Recorder(Callback):
         self.times: list[float] = []
         self.valid_values: list[float | None] = []
         self.log: list[Any] = []
+        self.history: list[dict[str, Any]] = []
+        self.n_fits = 0
 
     @property
     def metric_names(self) -> list[str]:
@@ -40,6 +49,10 @@ class Recorder(Callback):
     def before_fit(self) -> None:
         self.lrs, self.moms, self.losses, self.values, self.times = [], [], [], [], []
         self._smooth, self._n = 0.0, 0
+        # lr_find's training is undone when it ends: its epochs are not part of the model's history.
+        self._in_history = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        if self._in_history:
+            self.n_fits += 1
 
     def before_epoch(self) -> None:
         self._start = time.perf_counter()
@@ -90,6 +103,15 @@ class Recorder(Callback):
         self.values.append([self.smooth_loss, *self.valid_values])
         self.times.append(elapsed)
         self.log = [self.learn.epoch, *self.values[-1], elapsed]
+        if self._in_history:
+            self.history.append(self._history_row(elapsed))
+
+    def _history_row(self, elapsed: float) -> dict[str, Any]:
+        names = self.metric_names[1:-1]  # train_loss, valid_loss, *metrics
+        frozen = any(not p.requires_grad for p in self.learn.model.parameters())
+        lr = self.lrs[-1] if self.lrs else None
+        row = {"fit": self.n_fits, "epoch": self.learn.epoch, **dict(zip(names, self.values[-1]))}
+        return row | {"time": elapsed, "lr": lr, "frozen": frozen}
 
     def value(self, name: str) -> float | None:
         """The last epoch's value of a column: 'train_loss', 'valid_loss' or a metric's name."""
@@ -125,18 +147,46 @@ class Recorder(Callback):
 
     def plot_lr_find(self, skip_end: int = 5, suggestions: Any = None, ax: Any = None) -> Any:
         """Loss against learning rate (log scale) from `lr_find`, with the suggestions marked."""
-        ax = _axes(ax)
-        end = -skip_end if skip_end and len(self.lrs) > skip_end else None
-        ax.plot(self.lrs[:end], self.losses[:end])
-        ax.set_xscale("log")
-        ax.set_xlabel("Learning Rate")
-        ax.set_ylabel("Loss")
-        for name, lr in suggestions._asdict().items() if suggestions is not None else ():
-            i = min(range(len(self.lrs)), key=lambda j: abs(self.lrs[j] - lr))
-            ax.plot(lr, self.losses[i], "o", label=f"{name}: {lr:.2e}")
-        if suggestions is not None:
-            ax.legend()
-        return ax.figure
+        return plot_lr_curve(self.lrs, self.losses, suggestions, skip_end, ax)
+
+    def plot_metrics(self, figsize: tuple[float, float] | None = None) -> Any:
+        """Per epoch, across every fit in `history`: the losses on one axes, each metric on its own,
+        with a dashed line where a new fit began (fine_tune's unfrozen phase, say).
+
+        >>> learn.fine_tune(3); learn.recorder.plot_metrics()  # doctest: +SKIP
+        """
+        import matplotlib.pyplot as plt
+
+        if not self.history:
+            raise ValueError("recorder.plot_metrics: no epoch recorded yet; train first (learn.fit(...))")
+        metrics = [k for k in self.history[0] if k not in _NOT_METRICS]
+        fig, axs = plt.subplots(1, 1 + len(metrics), figsize=figsize or (4.5 * (1 + len(metrics)), 3.5))
+        axs = [axs] if not metrics else list(axs)
+        _plot_columns(axs[0], self.history, ["train_loss", "valid_loss"], "loss")
+        for ax, name in zip(axs[1:], metrics):
+            _plot_columns(ax, self.history, [name], name)
+        fig.tight_layout()
+        return fig
+
+
+_NOT_METRICS = {"fit", "epoch", "train_loss", "valid_loss", "time", "lr", "frozen"}
+
+
+def _plot_columns(ax: Any, history: list[dict[str, Any]], names: list[str], ylabel: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    xs = range(1, len(history) + 1)  # epochs counted across fits
+    for name in names:
+        ys = [float("nan") if h.get(name) is None else h[name] for h in history]
+        ax.plot(xs, ys, marker="o", label=name)
+    for i in range(1, len(history)):
+        if history[i]["fit"] != history[i - 1]["fit"]:
+            ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (all fits)")
+    ax.set_ylabel(ylabel)
+    if len(names) > 1:
+        ax.legend()
 
 
 def _axes(ax: Any) -> Any:
