@@ -260,6 +260,26 @@ class TfmdDataLoaders(DataLoaders):
 
         return show_batch(self, max_n, unique, nrows, ncols, figsize)
 
+    def show_results(
+        self,
+        batch: Sequence[Any],
+        preds: torch.Tensor,
+        max_n: int = 9,
+        nrows: int | None = None,
+        ncols: int | None = None,
+        figsize: tuple[float, float] | None = None,
+    ) -> Any:
+        """A batch's inputs, targets and decoded predictions (`learn.show_results` calls this)."""
+        from ember.data.show import show_results
+
+        return show_results(self, batch, preds, max_n, nrows, ncols, figsize)
+
+    def tta_dl(self, ds_idx: int = 1) -> DataLoader:
+        """Split `ds_idx` in order, with the training augmentations (for `learn.tta`)."""
+        from ember.data.show import tta_dl
+
+        return tta_dl(self, ds_idx)
+
     def test_dl(
         self,
         items: Sequence[Any],

@@ -11,11 +11,12 @@ from torch.utils.data import default_collate
 
 from ember.data.datasets import Datasets, TfmdDataset
 from ember.data.loaders import DataLoader
+from ember.data.transforms import MASK, POINTS
 
 if TYPE_CHECKING:
     from ember.data.block import TfmdDataLoaders
 
-__all__ = ["decode_batch", "show_batch", "test_dl"]
+__all__ = ["decode_batch", "show_batch", "show_results", "test_dl", "tta_dl"]
 
 
 def _items_of(batch: Sequence[Any], max_n: int) -> list[tuple]:
@@ -78,6 +79,43 @@ def show_batch(
     return fig
 
 
+def show_results(
+    dls: TfmdDataLoaders,
+    batch: Sequence[Any],
+    preds: torch.Tensor,
+    max_n: int = 9,
+    nrows: int | None = None,
+    ncols: int | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Any:
+    """Inputs with their targets and the model's decoded predictions. Labels and numbers go in the
+    title (green when the prediction matches, red otherwise); points and masks are drawn in two panels
+    per item, the target on the left and the prediction on the right."""
+    blocks, n_inp = dls.datasets.blocks, dls.datasets.n_inp
+    decoded = dls.dblock.batch_pipeline(blocks, 1).decode(tuple(v.detach().cpu() for v in batch))
+    items = _items_of(decoded, max_n)
+    preds = [p.detach().cpu() for p in preds[: len(items)]]
+    target = blocks[n_inp]
+    if target.kind in (POINTS, MASK):
+        k = ncols // 2 if ncols else min(len(items), 3)
+        fig, axs = _grid(2 * len(items), nrows, 2 * k, figsize)
+        for i, (item, pred) in enumerate(zip(items, preds)):
+            for ax, value, title in (
+                (axs[2 * i], item[n_inp], "target"),
+                (axs[2 * i + 1], pred, "prediction"),
+            ):
+                show_items(blocks[:n_inp], [item[:n_inp]], [ax])
+                target.show(value, ax)
+                ax.set_title(title, fontsize=9)
+        return fig
+    fig, axs = _grid(len(items), nrows, ncols, figsize)
+    for item, pred, ax in zip(items, preds, axs):
+        show_items(blocks[:n_inp], [item[:n_inp]], [ax])
+        actual, guess = target.show(item[n_inp], ax), target.show(pred, ax)
+        ax.set_title(f"{actual}\n{guess}", fontsize=9, color="green" if actual == guess else "red")
+    return fig
+
+
 def _to_device(batch: Sequence[Any], device: torch.device) -> tuple:
     return tuple(v.to(device) for v in batch)
 
@@ -100,3 +138,12 @@ def test_dl(
     ds = TfmdDataset(new[0], dls.dblock.item_pipeline(blocks, 1))
     pipe = dls.dblock.batch_pipeline(blocks, 1)
     return DataLoader(ds, bs or dls.valid.bs, device=dls.device, batch_tfms=[pipe], n_inp=src.n_inp)
+
+
+def tta_dl(dls: TfmdDataLoaders, ds_idx: int = 1) -> DataLoader:
+    """A loader over split `ds_idx`, in order, with the training transforms (augmentations) instead of
+    the validation ones: what test-time augmentation averages over."""
+    src, valid = dls.datasets, dls.loaders[ds_idx]
+    ds = TfmdDataset(src[ds_idx], dls.dblock.item_pipeline(src.blocks, 0))
+    return DataLoader(ds, valid.bs, num_workers=valid.num_workers, device=dls.device,
+                      batch_tfms=[dls.dblock.batch_pipeline(src.blocks, 0)], n_inp=src.n_inp)  # fmt: skip

@@ -28,7 +28,7 @@ from ember.callbacks.core import (
     CancelTrainException,
     CancelValidException,
 )
-from ember.callbacks.lr_finder import LRFinder, SuggestedLRs, suggest_lrs, valley
+from ember.callbacks.lr_finder import LRFinder, LRFindResult, SuggestedLRs, suggest_lrs, valley
 from ember.callbacks.mixed_precision import MixedPrecision
 from ember.callbacks.progress import ProgressCallback
 from ember.callbacks.recorder import Recorder
@@ -82,6 +82,7 @@ class Learner:
         # How to rebuild the model without the training script: set by vision_learner, read by export.
         self.model_config: dict[str, Any] | None = None
         self.export_info: dict[str, Any] = {}  # what load_learner read about the model (arch, vocab, ...)
+        self.lr_find_result: LRFindResult | None = None  # the last lr_find run, kept for report()
         self.opt: torch.optim.Optimizer | None = None
         self.grad_scaler: torch.amp.GradScaler | None = None  # set by MixedPrecision for float16
         self.epoch, self.n_epoch, self.train_iter, self.training = 0, 1, 0, False
@@ -350,6 +351,7 @@ class Learner:
             self.fit(n_epoch, cbs=LRFinder(start_lr, end_lr, num_it, stop_div))
         lrs, losses = self.recorder.lrs, self.recorder.losses
         suggestions = suggest_lrs(lrs, losses, num_it, suggest_funcs)
+        self.lr_find_result = LRFindResult(list(lrs), list(losses), suggestions)
         if show_plot:
             self.recorder.plot_lr_find(suggestions=suggestions)
         return suggestions
@@ -400,6 +402,45 @@ class Learner:
             )
         preds, _, dec = self.get_preds(dl=test_dl([item], with_getters=False), with_decoded=True)
         return self.dls.datasets.blocks[-1].decode(dec[0]), dec[0], preds[0]
+
+    def tta(
+        self, ds_idx: int = 1, n: int = 4, beta: float | None = 0.25, use_max: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Test-time augmentation: predictions for split `ds_idx` averaged (or maxed) over `n` passes
+        with the training augmentations, then mixed with the plain predictions:
+        `(1 - beta) * augmented + beta * plain`. `beta=None` returns the augmented average alone.
+
+        >>> preds, targs = learn.tta()  # doctest: +SKIP
+        """
+        aug_dl = getattr(self.dls, "tta_dl", None)
+        if aug_dl is None:
+            raise TypeError("learn.tta needs DataLoaders built by a DataBlock, which know the augmentations")
+        dl = aug_dl(ds_idx)
+        passes = torch.stack([self.get_preds(dl=dl)[0] for _ in range(n)])  # (n, items, ...)
+        aug = passes.max(0).values if use_max else passes.mean(0)
+        preds, targs = self.get_preds(ds_idx)
+        return (aug if beta is None else torch.lerp(aug, preds, beta)), targs
+
+    def show_results(self, ds_idx: int = 1, dl: Any = None, max_n: int = 9, **kwargs: Any) -> Any:
+        """The first batch of split `ds_idx` (or `dl`): inputs, targets and the model's decoded predictions.
+
+        >>> learn.show_results(max_n=6)  # doctest: +SKIP
+        """
+        if not hasattr(self.dls, "show_results"):
+            raise TypeError("learn.show_results needs DataLoaders built by a DataBlock, which can draw items")
+        batch = (self.dls[ds_idx] if dl is None else dl).one_batch()
+        n_inp = getattr(self.dls.datasets, "n_inp", 1)
+        training = self.model.training
+        try:
+            self.model.eval()
+            with torch.inference_mode():
+                out = self.model(*batch[:n_inp]).float()
+        finally:
+            self.model.train(training)
+        act = getattr(self.loss_func, "activation", None)
+        decodes = getattr(self.loss_func, "decodes", None)
+        preds = act(out) if act is not None else out
+        return self.dls.show_results(batch, decodes(preds) if decodes is not None else preds, max_n, **kwargs)
 
     def validate(self, ds_idx: int = 1, dl: Any = None, cbs: Callback | Sequence[Callback] | None = None):
         """The loss and metrics on a loader (the validation set by default): `[valid_loss, *metrics]`."""
@@ -463,6 +504,16 @@ class Learner:
         from ember.learner.export import export_learner
 
         return export_learner(self, self.path / fname)
+
+    def report(self, fname: str | Path = "report.html") -> Path:
+        """Write one self-contained HTML page to `path/fname`: the data, the last lr_find, the loss and
+        metric curves of every fit, and for a classifier its confusion matrix and worst predictions.
+
+        >>> learn.report("pets.html")  # doctest: +SKIP
+        """
+        from ember.learner.report import write_report
+
+        return write_report(self, self.path / fname)
 
     def load(self, file: str, with_opt: bool = True, strict: bool = True) -> Learner:
         """Load a state written by `save`; sets `self.epoch` to the epoch it was saved at."""

@@ -10,9 +10,11 @@ from ember.metrics.classification import (
     Recall,
     RocAuc,
     RocAucBinary,
+    ThresholdSweep,
     accuracy,
     accuracy_multi,
     error_rate,
+    sweep_thresholds,
 )
 from ember.metrics.core import AccumMetric, AvgMetric, Metric, flatten_check, to_metric
 from ember.metrics.regression import R2Score, RootMeanMetric, exp_rmspe, mae, mse, msle, rmse
@@ -28,6 +30,7 @@ __all__ = [
     "RocAuc",
     "RocAucBinary",
     "RootMeanMetric",
+    "ThresholdSweep",
     "accuracy",
     "accuracy_multi",
     "error_rate",
@@ -37,5 +40,6 @@ __all__ = [
     "mse",
     "msle",
     "rmse",
+    "sweep_thresholds",
     "to_metric",
 ]

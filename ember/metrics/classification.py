@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import sklearn.metrics as skm
+import torch
 from torch import Tensor
 
 from ember.metrics.core import AccumMetric, flatten_check
@@ -19,8 +20,10 @@ __all__ = [
     "RocAuc",
     "RocAucBinary",
     "accuracy",
+    "ThresholdSweep",
     "accuracy_multi",
     "error_rate",
+    "sweep_thresholds",
 ]
 
 Average = Literal["binary", "micro", "macro", "weighted", "samples"] | None
@@ -58,6 +61,50 @@ def accuracy_multi(inp: Tensor, targ: Tensor, thresh: float = 0.5, sigmoid: bool
     if sigmoid:
         inp = inp.sigmoid()
     return ((inp > thresh) == targ.bool()).float().mean()
+
+
+class ThresholdSweep(NamedTuple):
+    """A metric at each threshold; `best` is the threshold with the highest value."""
+
+    threshs: Tensor
+    values: Tensor
+    best: float
+    best_value: float
+
+    def plot(self, ax: Any = None) -> Any:
+        """The metric against the threshold, the best one marked."""
+        import matplotlib.pyplot as plt
+
+        ax = ax if ax is not None else plt.subplots()[1]
+        ax.plot(self.threshs.tolist(), self.values.tolist())
+        ax.axvline(self.best, color="red", linestyle="--", label=f"best {self.best:.2f}")
+        ax.set_xlabel("threshold")
+        ax.legend()
+        return ax
+
+
+def sweep_thresholds(
+    probs: Tensor,
+    targs: Tensor,
+    metric: Callable[..., Tensor] = accuracy_multi,
+    start: float = 0.05,
+    end: float = 0.95,
+    n: int = 19,
+) -> ThresholdSweep:
+    """`metric(probs, targs, thresh=t, sigmoid=False)` for `n` thresholds from `start` to `end`, to pick
+    a multi-label classifier's threshold on the validation set (probabilities, as `get_preds` gives).
+
+    >>> probs, targs = learn.get_preds()  # doctest: +SKIP
+    >>> learn.loss_func.thresh = sweep_thresholds(probs, targs).best  # doctest: +SKIP
+    """
+    if probs.min() < 0 or probs.max() > 1:
+        raise ValueError("sweep_thresholds takes probabilities in [0, 1] (get_preds applies the sigmoid)")
+    threshs = torch.linspace(start, end, n)
+    values = torch.stack(
+        [torch.as_tensor(metric(probs, targs, thresh=float(t), sigmoid=False)) for t in threshs]
+    )
+    i = int(values.argmax())
+    return ThresholdSweep(threshs, values, float(threshs[i]), float(values[i]))
 
 
 class _LabelScore(AccumMetric):
