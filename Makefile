@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m ember.demo
+	$(BIN)/ember demo
 
 # Headless Chromium for the browser tests (tests/browser.py): Debian's package, installed only when missing;
 # Playwright drives it (`playwright install`, which downloads a browser, is never run).
