@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from ember.vision.all import (
+    Callback,
     ImageDataLoaders,
     Normalize,
     Resize,
@@ -111,3 +112,22 @@ def test_transfer_learning_on_real_faces_beats_training_from_scratch(tmp_path):
     scratch_acc = 1 - scratch.recorder.value("error_rate")
     assert pretrained_acc >= 0.95
     assert scratch_acc < pretrained_acc - 0.1
+
+
+def test_vision_learners_train_channels_last_with_the_same_predictions(pets):
+    learn = vision_learner(pets, "resnet18", pretrained=False, quiet=True)
+    seen = []
+
+    class Spy(Callback):
+        order = 50  # after ChannelsLast
+
+        def before_batch(self):
+            seen.append(self.learn.xb[0].is_contiguous(memory_format=torch.channels_last))
+
+    learn.fit(1, 1e-3, cbs=Spy())
+    conv = learn.model[0][0]
+    assert all(seen) and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    preds_cl, _ = learn.get_preds()
+    learn.to_contiguous()
+    preds, _ = learn.get_preds()
+    assert conv.weight.is_contiguous() and torch.allclose(preds, preds_cl, atol=1e-4)

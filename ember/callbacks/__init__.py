@@ -1,5 +1,6 @@
 """ember.callbacks: the loop's events and the callbacks that ship with ember."""
 
+from ember.callbacks.channels_last import ChannelsLast
 from ember.callbacks.core import (
     EVENTS,
     Callback,
@@ -27,6 +28,7 @@ from ember.callbacks.training import GradientAccumulation, GradientClip, Termina
 __all__ = [
     "EVENTS",
     "CSVLogger",
+    "ChannelsLast",
     "Callback",
     "CancelBatchException",
     "CancelEpochException",

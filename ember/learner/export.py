@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from ember.callbacks.channels_last import ChannelsLast
 from ember.core.serial import ConfigError, from_config, registered_type, to_config
 from ember.core.utils import atomic_write, default_device
 from ember.data.block import DataBlock, TfmdDataLoaders
@@ -91,6 +92,7 @@ def describe(learn: Learner) -> dict[str, Any]:
             "item_tfms": _tfms_config(dls.dblock.item_tfms),
             "batch_tfms": _tfms_config(dls.dblock.batch_tfms),
             "loss_func": to_config(learn.loss_func),
+            "channels_last": any(isinstance(cb, ChannelsLast) for cb in learn.cbs),
         }
     except ConfigError as e:
         raise ExportError(f"learn.export: {e}") from e
@@ -246,6 +248,8 @@ def load_learner(fname: str | Path, cpu: bool = True) -> Learner:
     _load_weights(path, model, tensors)
     learn = Learner(dls, model.eval(), loss_func=loss_func, path=path.parent, quiet=True)
     learn.model_config, learn.export_info = cfg["model"], cfg.get("info", {})
+    if cfg.get("channels_last"):
+        learn.to_channelslast()
     return learn
 
 

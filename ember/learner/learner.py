@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ember.callbacks.channels_last import ChannelsLast
 from ember.callbacks.core import (
     EVENTS,
     Callback,
@@ -465,6 +466,17 @@ class Learner:
         self.remove_cbs([cb for cb in self.cbs if isinstance(cb, MixedPrecision)])
         if dtype is not None:
             self.add_cb(MixedPrecision(dtype))
+        return self
+
+    def to_channelslast(self) -> Learner:
+        """Channels-last layout for the model and its image batches (faster convolutions)."""
+        self.to_contiguous()
+        return self.add_cb(ChannelsLast())
+
+    def to_contiguous(self) -> Learner:
+        """Back to the default layout."""
+        self.remove_cbs([cb for cb in self.cbs if isinstance(cb, ChannelsLast)])
+        self.model.to(memory_format=torch.contiguous_format)
         return self
 
     # ---- output ----------------------------------------------------------------------------------
