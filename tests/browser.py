@@ -36,9 +36,15 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
-    """A headless Chromium, one per test process (each pytest-xdist worker starts its own)."""
+    """A headless Chromium for one test.
+
+    One per test, not per session: a process forked while Playwright's driver runs (a DataLoader's
+    worker, which lives on between epochs) inherits the pipe to the driver, and closing Playwright
+    then waits forever for the driver to see that pipe close. Tests that use it build their data with
+    `num_workers=0` and start the browser last.
+    """
     if not CHROMIUM.exists():
         _missing(f"no Chromium at {CHROMIUM}")
     try:

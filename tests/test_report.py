@@ -48,7 +48,7 @@ def image_report(image_learner, tmp_path_factory):
 
 
 # ---- the page in a browser --------------------------------------------------------------------------
-def test_the_report_renders_every_image_in_chromium_without_errors(browser, image_report):
+def test_the_report_renders_every_image_in_chromium_without_errors(image_report, browser):
     loaded = open_page(browser, image_report.as_uri())
     assert loaded.errors == []
     n_images = loaded.page.evaluate("document.images.length")
@@ -58,7 +58,7 @@ def test_the_report_renders_every_image_in_chromium_without_errors(browser, imag
     assert [u for u in loaded.requests if not u.startswith("data:")] == [image_report.as_uri()]
 
 
-def test_the_report_fits_a_narrow_screen_without_sideways_scrolling(browser, image_report):
+def test_the_report_fits_a_narrow_screen_without_sideways_scrolling(image_report, browser):
     loaded = open_page(browser, image_report.as_uri(), width=360)
     assert loaded.page.evaluate("document.documentElement.scrollWidth") <= 360
     widths = loaded.page.evaluate("Array.from(document.images).map(i => i.getBoundingClientRect().width)")
