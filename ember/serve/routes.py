@@ -1,0 +1,232 @@
+"""The server's endpoints and its JSON error answers (`create_app` puts them together).
+
+GET  /               the page (ember.serve.page)
+POST /predict        one image: multipart field `file`, or the raw body with Content-Type image/*
+POST /predict/batch  several images: multipart field `files`
+GET  /model          the export's metadata
+GET  /health         {"status": "ok"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+from pydantic import BaseModel
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+
+from ember.serve.images import ImageRejected, read_image
+from ember.serve.page import content_security_policy, render_page
+
+__all__ = ["BatchAnswer", "Prediction", "add_error_handlers", "router"]
+
+router = APIRouter()
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    probabilities: dict[str, float]  # most likely first
+    model: str
+    ms: float  # time in the server, from the request's arrival to its answer
+
+
+class BatchAnswer(BaseModel):
+    results: list[Prediction]
+    ms: float
+
+
+class ErrorAnswer(BaseModel):
+    error: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorAnswer, "description": why}
+    for code, why in [
+        (400, "not an image, or a damaged one"),
+        (413, "body or image too large"),
+        (415, "wrong Content-Type"),
+    ]  # fmt: skip
+}
+Top = Annotated[int | None, Query(ge=1, description="keep only the k most likely classes")]
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _form_body(field: str, many: bool, raw: bool) -> dict[str, Any]:
+    """The request body's OpenAPI description: which the handlers read themselves, not FastAPI."""
+    schema = {"type": "array", "items": _BINARY} if many else _BINARY
+    content = {"multipart/form-data": {"schema": {"type": "object", "properties": {field: schema},
+                                                  "required": [field]}}}  # fmt: skip
+    if raw:
+        content["image/*"] = {"schema": _BINARY}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_RAW_TYPES = ("image/", "application/octet-stream")
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page(request: Request) -> HTMLResponse:
+    served = request.app.state.served
+    body = render_page(served.model.info, served.limits.max_upload_mb)
+    headers = {"Content-Security-Policy": content_security_policy(), "X-Content-Type-Options": "nosniff"}
+    return HTMLResponse(body, headers=headers)
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/model")
+async def model_info(request: Request) -> dict[str, Any]:
+    """The export's metadata (arch, task, vocab, n_out, input_size, metrics, versions) and the limits."""
+    served = request.app.state.served
+    limits = served.limits
+    serving = {"max_upload_mb": limits.max_upload_mb, "max_pixels": limits.max_pixels,
+               "max_files": limits.max_files, "max_batch": served.batcher.max_batch}  # fmt: skip
+    return {**served.model.info, "file": served.model.path.name, "serving": serving}
+
+
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    responses=_ERRORS,
+    openapi_extra=_form_body("file", many=False, raw=True),
+)
+async def predict(request: Request, top: Top = None) -> dict[str, Any]:
+    """Classify one image; `top=k` keeps the k most likely classes in `probabilities`."""
+    start = time.perf_counter()
+    data, name = await _one_upload(request)
+    answer = await _classify(request, data, name)
+    return {**_keep_top(answer, top), "ms": _ms_since(start)}
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchAnswer,
+    responses=_ERRORS,
+    openapi_extra=_form_body("files", many=True, raw=False),
+)
+async def predict_batch(request: Request, top: Top = None) -> dict[str, Any]:
+    """Classify several images (multipart field `files`), answered in the order sent."""
+    start = time.perf_counter()
+    served = request.app.state.served
+    uploads = await _many_uploads(request)
+    # every image decoded (or one refused) before any of them reaches the model
+    images = await asyncio.gather(*(_decode(request, data, name) for data, name in uploads))
+    answers = await asyncio.gather(*(served.batcher.submit(img) for img in images))
+    ms = _ms_since(start)
+    results = [{**_keep_top(a, top), "model": served.model.name, "ms": ms} for a in answers]
+    return {"results": results, "ms": ms}
+
+
+async def _classify(request: Request, data: bytes, name: str) -> dict[str, Any]:
+    served = request.app.state.served
+    answer = await served.batcher.submit(await _decode(request, data, name))
+    return {**answer, "model": served.model.name}
+
+
+async def _decode(request: Request, data: bytes, name: str) -> Image.Image:
+    """Decoded in a worker thread, at most `decode_limiter` at once: a decoded 40-megapixel image holds
+    120 MB, so the number decoding together bounds the memory they take."""
+    served = request.app.state.served
+
+    def decode() -> Image.Image:
+        return served.model.prepare(read_image(data, served.limits.max_pixels, name))
+
+    return await anyio.to_thread.run_sync(decode, limiter=served.decode_limiter)
+
+
+# ---- reading the request -------------------------------------------------------------------------
+async def _one_upload(request: Request) -> tuple[bytes, str]:
+    if _content_type(request) != "multipart/form-data":
+        return await request.body(), "the request body"
+    form = await _form(request)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise HTTPException(400, _missing_field("file", form, "curl -F file=@cat.jpg URL/predict"))
+    return await upload.read(), f"file {upload.filename!r}"
+
+
+async def _many_uploads(request: Request) -> list[tuple[bytes, str]]:
+    if _content_type(request) != "multipart/form-data":
+        raise HTTPException(
+            415, "POST /predict/batch takes multipart/form-data with the images in the field `files`, "
+            "e.g. curl -F files=@a.jpg -F files=@b.jpg URL/predict/batch",
+        )  # fmt: skip
+    form = await _form(request)
+    uploads = [u for u in form.getlist("files") if isinstance(u, UploadFile)]
+    if not uploads:
+        raise HTTPException(400, _missing_field("files", form, "curl -F files=@a.jpg -F files=@b.jpg ..."))
+    return [(await u.read(), f"files[{i}] ({u.filename!r})") for i, u in enumerate(uploads)]
+
+
+def _content_type(request: Request) -> str:
+    """The request's media type, checked: multipart/form-data or a raw image (415 otherwise)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data" or ctype.startswith(_RAW_TYPES):
+        return ctype
+    raise HTTPException(415, f"Content-Type {ctype or '(none)'!r} is not an image upload: send multipart/"
+                             "form-data with the image in the field `file`, or the raw image with "
+                             "Content-Type image/jpeg, image/png, ...")  # fmt: skip
+
+
+async def _form(request: Request) -> FormData:
+    max_files = request.app.state.served.limits.max_files
+    return await request.form(max_files=max_files, max_fields=max_files)
+
+
+def _missing_field(field: str, form: FormData, example: str) -> str:
+    got = sorted(set(form.keys())) or "no fields"
+    return f"no file in the form field `{field}` (the form has {got}); send e.g. {example}"
+
+
+def _keep_top(answer: dict[str, Any], top: int | None) -> dict[str, Any]:
+    if top is None:
+        return answer
+    return {**answer, "probabilities": dict(list(answer["probabilities"].items())[:top])}
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+# ---- errors as JSON ------------------------------------------------------------------------------
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error answered as `{"error": "..."}` with its status."""
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(ImageRejected, _rejected)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _failed)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    message = exc.detail
+    if exc.status_code == 404 and message == "Not Found":  # the router's own: no route for this path
+        message = f"no such page: {request.method} {request.url.path}; the API is described at /docs"
+    elif exc.status_code == 405 and message == "Method Not Allowed":
+        message = f"{request.url.path} does not take {request.method}; the API is described at /docs"
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"error": f"invalid request ({where})"}, status_code=422)
+
+
+async def _rejected(request: Request, exc: ImageRejected) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def _failed(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette logs the traceback after this answer; the client gets what failed, in one line.
+    message = f"the server failed on this request ({type(exc).__name__}: {exc}); its log has the details"
+    return JSONResponse({"error": message}, status_code=500)
