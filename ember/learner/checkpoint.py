@@ -17,20 +17,26 @@ from safetensors.torch import load_file, save
 
 from ember.core.utils import atomic_write
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["load_checkpoint", "model_tensors", "save_checkpoint"]
 
 FORMAT = "ember.checkpoint"
 VERSION = "1"
 
 
-def _flatten(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> tuple[dict, dict]:
+def model_tensors(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The model's state as contiguous CPU tensors that safetensors accepts, keys prefixed by `prefix`."""
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for k, v in model.state_dict().items():
         v = v.detach().cpu()
         # safetensors refuses tensors sharing memory (tied weights): store a copy of the second one.
-        tensors[f"model.{k}"] = v.clone() if v.data_ptr() in seen else v.contiguous()
+        tensors[f"{prefix}{k}"] = v.clone() if v.data_ptr() in seen else v.contiguous()
         seen.add(v.data_ptr())
+    return tensors
+
+
+def _flatten(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> tuple[dict, dict]:
+    tensors = model_tensors(model, prefix="model.")
     meta: dict[str, str] = {"format": FORMAT, "version": VERSION, "with_opt": str(opt is not None)}
     if opt is not None:
         sd = opt.state_dict()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from ember.callbacks.channels_last import ChannelsLast
 from ember.core.serial import ConfigError, from_config, registered_type, to_config
@@ -29,6 +29,7 @@ from ember.core.utils import atomic_write, default_device
 from ember.data.block import DataBlock, TfmdDataLoaders
 from ember.data.datasets import Datasets
 from ember.data.transforms import VALID, Transform
+from ember.learner.checkpoint import model_tensors
 
 if TYPE_CHECKING:
     from ember.learner.learner import Learner
@@ -61,7 +62,7 @@ class NotAnExportError(ValueError):
 def export_learner(learn: Learner, path: Path) -> Path:
     """Write `learn`'s model and inference pipeline to `path` atomically (see the module's docstring)."""
     cfg = describe(learn)
-    tensors = _model_tensors(learn.model)
+    tensors = model_tensors(learn.model)
     data = save(tensors, metadata={"format": FORMAT, "version": str(VERSION), "config": json.dumps(cfg)})
     with atomic_write(path) as f:
         f.write(data)
@@ -148,16 +149,6 @@ def _check_json(cfg: dict[str, Any]) -> None:
         raise ExportError(f"learn.export: the description holds a value JSON cannot store: {e}") from e
 
 
-def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    out, seen = {}, set()
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu()
-        # safetensors refuses tensors that share memory (tied weights): store a copy of the second.
-        out[k] = v.clone() if v.data_ptr() in seen else v.contiguous()
-        seen.add(v.data_ptr())
-    return out
-
-
 # ---- reading -------------------------------------------------------------------------------------
 def _not_export(path: Path, why: str) -> NotAnExportError:
     return NotAnExportError(f"{path} is not an ember export: {why}. Make one with learn.export().")
@@ -187,9 +178,9 @@ def _sniff(path: Path) -> int:
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     _sniff(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one pass: the header, then each tensor
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors handle)
     except (SafetensorError, OSError, RuntimeError) as e:
         raise _not_export(path, f"it is damaged or truncated ({e})") from e
     if meta.get("format") != FORMAT:
