@@ -6,15 +6,25 @@ import json
 import pickle
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
+from torch import nn
+from typer.testing import CliRunner
 
+from ember.cli import app
+from ember.core import serial
+from ember.core.serial import register_config_type, registered_type
 from ember.vision.all import (
     BCEWithLogitsLossFlat,
+    CrossEntropyLossFlat,
     DataBlock,
     ExportError,
     ImageBlock,
@@ -26,6 +36,7 @@ from ember.vision.all import (
     PointBlock,
     RandomSplitter,
     Resize,
+    accuracy,
     aug_transforms,
     get_image_files,
     load_learner,
@@ -156,33 +167,75 @@ def test_a_learner_that_cannot_be_described_is_refused_and_an_older_export_survi
 
 
 class _Boom:
+    """Unpickling this creates the file `marker`: the test sees whether any loader unpickled the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (open, ("/tmp/ember-pickle-ran", "w"))
+        return (open, (self.marker, "w"))
 
 
-@pytest.mark.parametrize("kind", ["pickle", "zip", "random", "empty", "truncated", "checkpoint", "foreign"])
-def test_files_that_are_not_ember_exports_are_refused_without_running_code(kind, trained, tmp_path):
-    learn, _ = trained
-    bad = tmp_path / "bad.pkl"
-    if kind == "pickle":
-        bad.write_bytes(pickle.dumps(_Boom()))
-    elif kind == "zip":
-        torch.save({"w": torch.zeros(2)}, bad)
+def _write_foreign(kind: str, bad: Path, marker: Path, learn: Learner) -> Path:
+    """A file of `kind` at `bad` that is not an ember export; the payloads create `marker` if unpickled."""
+    if kind.startswith("pickle-protocol-"):  # protocols 2..5 start with 0x80, 4 and 5 add FRAME opcodes
+        bad.write_bytes(pickle.dumps(_Boom(marker), protocol=int(kind[-1])))
+    elif kind == "pickle-global-os-system":  # protocol 0: GLOBAL 'os system', no 0x80 at the start
+        bad.write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    elif kind == "torch-save-with-reduce":  # a zip whose data.pkl runs the payload under torch.load
+        torch.save({"w": torch.zeros(2), "boom": _Boom(marker)}, bad)
+        assert zipfile.is_zipfile(bad)
     elif kind == "random":
         bad.write_bytes(np.random.default_rng(0).bytes(5000))
     elif kind == "empty":
         bad.write_bytes(b"")
     elif kind == "truncated":
-        data = learn.export(tmp_path / "good.pkl").read_bytes()
+        data = learn.export(bad.parent / "good.pkl").read_bytes()
         bad.write_bytes(data[: len(data) // 2])
     elif kind == "checkpoint":
-        learn.path = tmp_path
+        learn.path = bad.parent
         bad = learn.save("ckpt")
     else:
         save_file({"w": torch.zeros(2)}, str(bad), metadata={"format": "something else"})
-    with pytest.raises(NotAnExportError, match="not an ember export"):
+    return bad
+
+
+FOREIGN = [
+    *(f"pickle-protocol-{p}" for p in range(2, 6)),
+    "pickle-global-os-system",
+    "torch-save-with-reduce",
+    "random",
+    "empty",
+    "truncated",
+    "checkpoint",
+    "foreign",
+]
+
+
+def test_the_pickle_payloads_do_run_when_unpickled(tmp_path):
+    """The refusal test below is only meaningful if its payloads act when a loader unpickles them."""
+    for kind in [k for k in FOREIGN if k.startswith(("pickle", "torch"))]:
+        marker = tmp_path / f"ran-{kind}"
+        bad = _write_foreign(kind, tmp_path / f"{kind}.pkl", marker, None)
+        if kind.startswith("torch"):
+            torch.load(bad, weights_only=False)
+        else:
+            pickle.loads(bad.read_bytes())
+        assert marker.exists(), kind
+
+
+@pytest.mark.parametrize("kind", FOREIGN)
+def test_files_that_are_not_ember_exports_are_refused_without_running_code(kind, trained, tmp_path):
+    learn, _ = trained
+    marker = tmp_path / "pickle-ran"
+    bad = _write_foreign(kind, tmp_path / "bad.pkl", marker, learn)
+    with pytest.raises(NotAnExportError, match="not an ember export") as e:
         load_learner(bad)
-    assert not (tmp_path / "ember-pickle-ran").exists()
+    with pytest.raises(NotAnExportError, match="not an ember export"):
+        read_export_info(bad)
+    assert not marker.exists()
+    said = {"pickle-protocol": "a pickle", "torch-save": "a zip archive", "empty": "0 bytes long"}
+    assert all(text in str(e.value) for start, text in said.items() if kind.startswith(start))
 
 
 def test_a_description_naming_an_unregistered_type_is_refused(trained, tmp_path):
@@ -201,3 +254,163 @@ def test_a_description_naming_an_unregistered_type_is_refused(trained, tmp_path)
 def test_a_missing_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pkl"):
         load_learner(tmp_path / "nothing.pkl")
+
+
+# ---- any export loads, whatever its header length ----------------------------------------------------
+class _TinyNet(nn.Sequential):
+    """A linear classifier of 8x8 images; `tag` only lengthens the export's description."""
+
+    def __init__(self, n_out: int, tag: str = "") -> None:
+        super().__init__(nn.Flatten(), nn.Linear(3 * 8 * 8, n_out))
+
+
+register_config_type(_TinyNet)
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory):
+    return _write_images(tmp_path_factory.mktemp("tiny"), 10)
+
+
+def _tiny_learner(files, labels=("a", "b"), tag=""):
+    dls = ImageDataLoaders.from_name_func(files[0].parent, files, lambda name: labels[name[0].isupper()],
+                                          item_tfms=Resize(8), bs=2, num_workers=0, seed=0)  # fmt: skip
+    learn = Learner(dls, _TinyNet(2), CrossEntropyLossFlat(), quiet=True)
+    learn.model_config = {"type": "_TinyNet", "n_out": 2, "tag": tag}
+    return learn
+
+
+def _header_length(path):
+    return int.from_bytes(path.read_bytes()[:8], "little")
+
+
+def test_exports_of_every_header_length_load_including_those_starting_like_a_pickle(tiny_images, tmp_path):
+    # A safetensors file starts with its header's length: a length of 128 (mod 256) makes the first
+    # byte 0x80, a pickle's first byte. Lengthening the description one byte at a time covers them all.
+    learn, residues = _tiny_learner(tiny_images), set()
+    for k in range(256):
+        learn.model_config["tag"] = "x" * k
+        path = learn.export(tmp_path / "e.pkl")
+        residues.add(_header_length(path) % 256)
+        assert load_learner(path).model_config["tag"] == "x" * k
+    assert set(range(0, 256, 8)) <= residues  # safetensors pads its header to a multiple of 8 bytes
+    assert 128 in residues
+
+
+def test_an_export_whose_header_length_starts_with_pk_loads(tiny_images, tmp_path):
+    learn = _tiny_learner(tiny_images)
+    base = _header_length(learn.export(tmp_path / "e.pkl"))
+    for k in range(0x4B50 - base - 8, 0x4B50 - base + 8):  # 0x4B50 little-endian is b"PK"
+        learn.model_config["tag"] = "x" * k
+        path = learn.export(tmp_path / "e.pkl")
+        if _header_length(path) == 0x4B50:
+            break
+    assert path.read_bytes()[:2] == b"PK"
+    assert load_learner(path).model_config["tag"] == "x" * k
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    labels=st.lists(st.text(min_size=1, max_size=30), min_size=2, max_size=2, unique=True),
+    tag=st.text(max_size=300),
+)
+def test_exports_with_any_vocabulary_and_names_load(labels, tag, tiny_images, tmp_path):
+    learn = _tiny_learner(tiny_images, labels, tag)
+    loaded = load_learner(learn.export(tmp_path / "e.pkl"))
+    assert loaded.dls.vocab == learn.dls.vocab and loaded.model_config["tag"] == tag
+    assert torch.equal(loaded.model[1].weight, learn.model[1].weight)
+
+
+def test_the_export_records_the_epochs_of_every_fit_and_the_last_validation_metrics(tiny_images, tmp_path):
+    dls = _tiny_learner(tiny_images).dls
+    learn = Learner(dls, _TinyNet(2), CrossEntropyLossFlat(), metrics=accuracy, quiet=True)
+    learn.model_config = {"type": "_TinyNet", "n_out": 2}
+    learn.fit(2, 1e-3)
+    learn.fit(1, 1e-3)
+    loss, acc = learn.validate()
+    learn.validate(ds_idx=0)  # a pass over the training set: not the model's validation metrics
+    info = read_export_info(learn.export(tmp_path / "e.pkl"))
+    assert info["epochs_trained"] == 3
+    assert info["metrics"] == pytest.approx({"valid_loss": loss, "accuracy": acc})
+
+
+# ---- the registry of config types ---------------------------------------------------------------------
+def test_a_users_class_cannot_take_the_name_of_a_registered_one(monkeypatch):
+    monkeypatch.setitem(serial._TYPES, "Resize", registered_type("Resize"))  # restored after the test
+
+    class Resize:  # a user's own transform, named like ember's
+        def to_config(self):
+            return {}
+
+    with pytest.raises(ValueError, match=r"ember\.vision\.augment\.Resize.*test_export.*another name"):
+        register_config_type(Resize)
+    assert registered_type("Resize").__module__ == "ember.vision.augment"
+    register_config_type(_TinyNet, _TinyNet)  # the very same class again is fine
+    assert registered_type("_TinyNet") is _TinyNet
+
+
+# ---- where exports go -------------------------------------------------------------------------------
+def test_a_learner_writes_in_the_working_folder_not_the_datas(tiny_images, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    learn = _tiny_learner(tiny_images)
+    assert learn.path == tmp_path
+    plain = Learner(learn.dls, _TinyNet(2), CrossEntropyLossFlat(), path="runs")  # an explicit path wins
+    assert plain.path == Path("runs")
+    learn.quiet = False
+    path = learn.export("pets.pkl")
+    assert path == tmp_path / "pets.pkl" and capsys.readouterr().out == f"wrote {tmp_path / 'pets.pkl'}\n"
+    assert load_learner("pets.pkl").model_config == learn.model_config
+    assert not (tiny_images[0].parent / "pets.pkl").exists()
+
+
+def test_a_quiet_learner_exports_without_printing(tiny_images, tmp_path, capsys):
+    learn = _tiny_learner(tiny_images)
+    assert learn.export(tmp_path / "e.pkl") == tmp_path / "e.pkl"
+    assert capsys.readouterr().out == ""
+
+
+def test_a_missing_export_names_where_it_looked_and_where_this_process_exported(
+    tiny_images, tmp_path, monkeypatch
+):
+    learn = _tiny_learner(tiny_images)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    learn.export(tmp_path / "a" / "pets.pkl")
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(FileNotFoundError) as e:
+        load_learner("pets.pkl")
+    msg = str(e.value)
+    assert str(tmp_path / "b" / "pets.pkl") in msg and str(tmp_path / "a") in msg and "full path" in msg
+
+
+# ---- the validation items travel with the export ------------------------------------------------------
+def _class_folders(root, n=10):
+    for name, channel in (("red", 0), ("blue", 2)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            a = np.random.default_rng(i + channel).integers(0, 60, (12, 12, 3), dtype=np.uint8)
+            a[..., channel] = 220
+            Image.fromarray(a).save(root / name / f"{name}_{i}.png")
+
+
+def _interpret(export, folder, *opts):
+    result = CliRunner().invoke(app, ["interpret", str(export), str(folder), "--k", "50", *opts])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = lines.index("Top losses") + 3  # the title, the table's header and its rule
+    return lines, {line.split()[0] for line in lines[start : lines.index("Most uncertain") - 1]}
+
+
+def test_interpret_uses_the_exports_validation_items_unless_told_all(tmp_path):
+    _class_folders(tmp_path / "images")
+    from ember.vision.train import image_dls
+
+    dls = image_dls(tmp_path / "images", size=8, bs=4, seed=0, augment=False, num_workers=0)
+    learn = Learner(dls, _TinyNet(2), CrossEntropyLossFlat(), quiet=True)
+    learn.model_config = {"type": "_TinyNet", "n_out": 2, "tag": ""}
+    export = learn.export(tmp_path / "export.pkl")
+    valid = {str(f) for f in dls.valid_ds.items}
+    lines, used = _interpret(export, tmp_path / "images")
+    assert lines[0] == f"validation items from the export: {len(valid)} of 20 images"
+    assert used == valid
+    lines, used = _interpret(export, tmp_path / "images", "--all")
+    assert lines[0] == "every image (--all): 20 images" and len(used) == 20

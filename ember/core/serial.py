@@ -35,9 +35,26 @@ class ConfigError(ValueError):
 
 
 def register_config_type(*types: Callable[..., Any]) -> None:
-    """Let `from_config` rebuild these classes (or builder functions), by their `__name__`."""
+    """Let `from_config` rebuild these classes (or builder functions), by their `__name__`.
+
+    A name belongs to one class: registering another class under a taken name (your own `Resize`) is
+    an error, since every later export and `load_learner` would silently use yours. Registering the same
+    class again, or a notebook cell that defines it again, is fine.
+    """
     for t in types:
+        old = _TYPES.get(t.__name__)
+        if old is not None and _origin(old) != _origin(t):
+            raise ValueError(
+                f"register_config_type: the name {t.__name__!r} is taken by {_origin(old)}, so {_origin(t)} "
+                "cannot have it (exports name types by their bare name); give your class another name, "
+                f"e.g. My{t.__name__}"
+            )
         _TYPES[t.__name__] = t
+
+
+def _origin(t: Callable[..., Any]) -> str:
+    """'module.qualname': a class defined again by re-running a notebook cell has the same origin."""
+    return f"{t.__module__}.{t.__qualname__}"
 
 
 def registered_config_types() -> list[str]:

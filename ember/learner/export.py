@@ -6,9 +6,12 @@ vocabulary, the validation-time transforms such as Resize and Normalize, the los
 predictions). Loading reads JSON and tensors only. Types are looked up by name in the registry of
 `ember.core.serial`, never imported from the file, so a file cannot make ember run code.
 
->>> learn.export()                       # path/export.pkl (the course's name; the content is safetensors)
+>>> learn.export()                       # ./export.pkl (the course's name; the content is safetensors)
 >>> learn = load_learner("export.pkl")   # in another process, without the training data
 >>> label, idx, probs = learn.predict("cat.jpg")  # doctest: +SKIP
+
+The file also lists the validation items (their files, relative to the data's folder), so that
+`ember interpret` can judge the model on images it did not train on.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +38,14 @@ from ember.learner.checkpoint import model_tensors
 if TYPE_CHECKING:
     from ember.learner.learner import Learner
 
-__all__ = ["ExportError", "NotAnExportError", "export_learner", "load_learner", "read_export_info"]
+__all__ = [
+    "ExportError",
+    "NotAnExportError",
+    "export_learner",
+    "load_learner",
+    "read_export_info",
+    "read_valid_items",
+]
 
 FORMAT, VERSION = "ember.export", 1
 MAX_HEADER = 100 * 2**20  # a safetensors header larger than this is not one of ours
@@ -48,6 +59,9 @@ _TASKS = {
     "points": "point regression",
     "mask": "segmentation",
 }
+# The folders this process exported each file name to, so that a `load_learner("pets.pkl")` run from
+# another folder can say where the file went.
+_EXPORTED: dict[str, list[Path]] = {}
 
 
 class ExportError(ValueError):
@@ -66,6 +80,9 @@ def export_learner(learn: Learner, path: Path) -> Path:
     data = save(tensors, metadata={"format": FORMAT, "version": str(VERSION), "config": json.dumps(cfg)})
     with atomic_write(path) as f:
         f.write(data)
+    folders = _EXPORTED.setdefault(path.name, [])
+    if path.absolute().parent not in folders:
+        folders.append(path.absolute().parent)
     return path
 
 
@@ -94,6 +111,7 @@ def describe(learn: Learner) -> dict[str, Any]:
             "batch_tfms": _tfms_config(dls.dblock.batch_tfms),
             "loss_func": to_config(learn.loss_func),
             "channels_last": any(isinstance(cb, ChannelsLast) for cb in learn.cbs),
+            "valid_items": _valid_items(dls),
         }
     except ConfigError as e:
         raise ExportError(f"learn.export: {e}") from e
@@ -108,6 +126,19 @@ def _tfms_config(tfms: list[Transform]) -> list[dict[str, Any]]:
     return [to_config(t) for t in tfms if t.split_idx in (None, VALID)]
 
 
+def _valid_items(dls: TfmdDataLoaders) -> list[str] | None:
+    """The validation items' files relative to the data's folder, or None when there are none or they
+    are not files under it. (About 30 bytes an item: a few hundred kB of description for 10,000 items.)"""
+    dsets, root = dls.datasets, Path(dls.path).absolute()
+    get_x, files = dsets.getters[0], []
+    for i in dsets.splits[1]:
+        x = get_x(dsets.items[i])
+        if not isinstance(x, str | os.PathLike) or not Path(x).absolute().is_relative_to(root):
+            return None
+        files.append(Path(x).absolute().relative_to(root).as_posix())
+    return files or None
+
+
 def _apps_of(cfg: dict[str, Any]) -> list[str]:
     """The ember applications whose types the description names (imported again at loading)."""
     descs = [cfg["model"], *cfg["blocks"], *cfg["item_tfms"], *cfg["batch_tfms"], cfg["loss_func"]]
@@ -120,20 +151,24 @@ def _info(learn: Learner, cfg: dict[str, Any]) -> dict[str, Any]:
     import ember
 
     target = cfg["blocks"][-1]
-    values = learn.recorder.valid_values or []
-    names = ["valid_loss", *(m.name for m in learn.metrics)]
+    metrics, epochs = _training_record(learn)
     return {
         "arch": cfg["model"].get("arch"),
         "task": _TASKS.get(getattr(learn.dls.datasets.blocks[-1], "kind", ""), "other"),
         "vocab": target.get("vocab", target.get("codes")),
         "n_out": cfg["model"].get("n_out"),
         "input_size": _input_size(cfg),
-        "metrics": {n: float(v) for n, v in zip(names, values) if v is not None},
-        "epochs_trained": learn.epoch + 1 if learn.opt is not None else 0,
+        "metrics": metrics,
+        "epochs_trained": epochs,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "ember_version": ember.__version__,
         "torch_version": torch.__version__,
     }
+
+
+def _training_record(learn: Learner) -> tuple[dict[str, float], int]:
+    """The loss and metrics of the last pass over the validation set, and the epochs of every fit."""
+    return dict(learn.recorder.final_metrics), learn.epochs_trained
 
 
 def _input_size(cfg: dict[str, Any]) -> list[int] | None:
@@ -155,12 +190,20 @@ def _not_export(path: Path, why: str) -> NotAnExportError:
 
 
 def _sniff(path: Path) -> int:
-    """Check the safetensors framing before any parser sees the file; returns the header length."""
+    """Check the safetensors framing before any parser sees the file; returns the header length.
+
+    A safetensors file starts with its header's length (8 bytes, little-endian), then the header's `{`.
+    That framing is checked first: a length of 128 (mod 256) starts with a pickle's 0x80, and one of
+    0x4B50 (mod 65536) with a zip's "PK". The magic bytes only word the refusal of other files.
+    """
     if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}; give the path of a file written by learn.export()")
+        raise FileNotFoundError(_missing(path))
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
+    n = int.from_bytes(head[:8], "little")
+    if len(head) == 9 and head[8:9] == b"{" and 0 < n <= min(MAX_HEADER, size - 8):
+        return n
     if head[:1] == b"\x80" or head[:2] == b"PK":
         kind = "a pickle" if head[:1] == b"\x80" else "a zip archive (torch.save's format)"
         raise _not_export(
@@ -169,18 +212,26 @@ def _sniff(path: Path) -> int:
         )  # fmt: skip
     if len(head) < 9:
         raise _not_export(path, f"it is only {size} bytes long")
-    n = int.from_bytes(head[:8], "little")
-    if head[8:9] != b"{" or not 0 < n <= min(MAX_HEADER, size - 8):
-        raise _not_export(path, "it is not a safetensors file (the first bytes are not a safetensors header)")
-    return n
+    raise _not_export(path, "it is not a safetensors file (the first bytes are not a safetensors header)")
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _missing(path: Path) -> str:
+    """Where `load_learner` looked for `path`, and where this process exported a file of that name."""
+    folders = [str(d) for d in _EXPORTED.get(path.name, []) if d / path.name != path.absolute()]
+    hint = f"; this process exported {path.name} to {', '.join(folders)}" if folders else ""
+    return (
+        f"no model file at {path.absolute()}{hint}. learn.export writes to learn.path (the working folder "
+        "when the Learner was made, unless you gave path=): pass the full path of the exported file"
+    )
+
+
+def _read(path: Path, tensors: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The description and (when `tensors`) the weights of the export at `path`."""
     _sniff(path)
     try:
         with safe_open(str(path), framework="pt") as f:  # one pass: the header, then each tensor
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors handle)
+            weights = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, RuntimeError) as e:
         raise _not_export(path, f"it is damaged or truncated ({e})") from e
     if meta.get("format") != FORMAT:
@@ -196,7 +247,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         cfg = json.loads(meta["config"])
     except (KeyError, json.JSONDecodeError) as e:
         raise _not_export(path, f"its description is missing or damaged ({e})") from e
-    return cfg, tensors
+    return cfg, weights
 
 
 def read_export_info(fname: str | Path) -> dict[str, Any]:
@@ -206,7 +257,17 @@ def read_export_info(fname: str | Path) -> dict[str, Any]:
     >>> read_export_info("export.pkl")["vocab"]  # doctest: +SKIP
     ['False', 'True']
     """
-    return _read(Path(fname))[0]["info"]
+    return _read(Path(fname), tensors=False)[0]["info"]
+
+
+def read_valid_items(fname: str | Path) -> list[str] | None:
+    """The files of the validation items the model was trained with, relative to its data's folder;
+    None when the export does not record them (its items were not files under that folder).
+
+    >>> read_valid_items("export.pkl")[:2]  # doctest: +SKIP
+    ['cats/cat_17.jpg', 'dogs/dog_3.jpg']
+    """
+    return _read(Path(fname), tensors=False)[0].get("valid_items")
 
 
 def load_learner(fname: str | Path, cpu: bool = True) -> Learner:
