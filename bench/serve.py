@@ -12,10 +12,16 @@ memory after start-up and after the load. The configurations differ only in micr
     on      max_batch=16, max_wait_ms=2 (create_app's defaults): a forward takes every request waiting
     nowait  max_batch=16, max_wait_ms=0: only what queued up during the previous forward
 
+Then the overload run (`overload` in --configs): `--overload-clients` (40) clients against a queue of 8
+images (max_queue=8, timeout_s=5) for `--overload-duration` (10) seconds, each client posting again as
+soon as it is answered, 503 or not (the worst case: no client honours Retry-After). It counts every
+answer by status: each request must get a 200 or a 503 (no other status, no failed connection, no lost
+answer), the server must still be alive and healthy afterwards, and its memory should stay flat.
+
 The clients (one asyncio process with httpx) share the CPUs with the server: on 2 cores they take a
 visible share, so the figures are for this whole set-up, not for the server alone.
 
-    .venv/bin/python bench/serve.py [--duration 20] [--clients 20] [--configs off,on] [--threads N]
+    .venv/bin/python bench/serve.py [--duration 20] [--clients 20] [--configs off,on,overload] [--threads N]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +54,7 @@ CONFIGS = {
     "on": {"max_batch": 16, "max_wait_ms": 2.0},
     "nowait": {"max_batch": 16, "max_wait_ms": 0.0},
 }
+OVERLOAD = {"max_batch": 16, "max_queue": 8, "timeout_s": 5.0}
 SERVER = """
 import sys, json, uvicorn
 from ember.serve import create_app
@@ -144,8 +152,9 @@ def rss_mb(pid: int) -> float:
 @dataclass
 class Load:
     seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # of the 200 answers
+    errors: list[str] = field(default_factory=list)  # every answer but a 200, and every failed request
+    statuses: Counter[int | str] = field(default_factory=Counter)  # 200, 503, ..., or "failed"
 
     @property
     def rps(self) -> float:
@@ -181,11 +190,14 @@ async def _post(client: httpx.AsyncClient, image: bytes, load: Load) -> None:
     t = time.perf_counter()
     try:
         r = await client.post("/predict", files={"file": ("face.jpg", image, "image/jpeg")})
-        if r.status_code != 200:
-            load.errors.append(f"{r.status_code}: {r.text[:200]}")
-            return
     except httpx.HTTPError as e:
+        load.statuses["failed"] += 1
         load.errors.append(f"{type(e).__name__}: {e}")
+        return
+    load.statuses[r.status_code] += 1
+    if r.status_code != 200:
+        retry = f" (Retry-After: {r.headers['Retry-After']})" if "Retry-After" in r.headers else ""
+        load.errors.append(f"{r.status_code}{retry}: {r.text[:80]}")
         return
     load.latencies_ms.append((time.perf_counter() - t) * 1000)
 
@@ -197,7 +209,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=float, default=20, help="seconds of load per configuration")
     parser.add_argument("--clients", type=int, default=20, help="concurrent clients")
-    parser.add_argument("--configs", default="off,on", help=f"comma-separated, from {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="off,on,overload",
+                        help=f"comma-separated, from {', '.join(CONFIGS)}, overload")  # fmt: skip
+    parser.add_argument("--overload-clients", type=int, default=40, help="clients in the overload run")
+    parser.add_argument("--overload-duration", type=float, default=10, help="seconds of the overload run")
     parser.add_argument(
         "--threads",
         type=int,
@@ -214,28 +229,65 @@ def main() -> None:
     export = make_export(args.data_dir)
     images = request_images()
     threads = args.threads or os.cpu_count() or 1
+    configs = args.configs.split(",")
     print(f"{export} ({export.stat().st_size / 2**20:.1f} MB); {len(images)} JPEGs of 250x250, "
           f"{sum(map(len, images)) // len(images)} bytes on average")  # fmt: skip
-    print(f"{args.clients} clients for {args.duration:g} s per configuration; server: {threads} torch "
-          f"threads, {os.cpu_count()} CPUs shared with the clients")  # fmt: skip
+    print(f"server: {threads} torch threads, {os.cpu_count()} CPUs shared with the clients")
+    with tempfile.TemporaryDirectory() as tmp:
+        batching = [c for c in configs if c != "overload"]
+        if batching:
+            print(f"{args.clients} clients for {args.duration:g} s per configuration")
+            print("\n".join(batching_rows(export, images, batching, threads, args, Path(tmp))))
+        if "overload" in configs:
+            print("\n".join(overload_rows(export, images, threads, args, Path(tmp))))
+
+
+def batching_rows(
+    export: Path, images: list[bytes], names: list[str], threads: int, args: argparse.Namespace, tmp: Path
+) -> list[str]:
     head = (
         f"  {'batching':<9}{'settings':<34}{'requests':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
     )
     rows = [head + f"{'RSS start -> end MiB':>24}"]
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.configs.split(","):
-            settings = {**CONFIGS[name], "threads": threads}
-            with served(export, settings, Path(tmp) / f"{name}.log") as (url, pid):
-                rss0 = rss_mb(pid)
-                load = asyncio.run(run_load(url, images, args.clients, args.duration))
-                rss1 = rss_mb(pid)
-            shown = ", ".join(f"{k}={v}" for k, v in CONFIGS[name].items())
-            rows.append(f"  {name:<9}{shown:<34}{len(load.latencies_ms):>9}{load.rps:>8.1f}"
-                        f"{load.percentile(50):>8.0f}{load.percentile(99):>8.0f}{len(load.errors):>7}"
-                        f"{rss0:>13.0f} -> {rss1:.0f}")  # fmt: skip
-            for e in sorted(set(load.errors))[:5]:
-                rows.append(f"      error: {e}")
-    print("\n".join(rows))
+    for name in names:
+        settings = {**CONFIGS[name], "threads": threads}
+        with served(export, settings, tmp / f"{name}.log") as (url, pid):
+            rss0 = rss_mb(pid)
+            load = asyncio.run(run_load(url, images, args.clients, args.duration))
+            rss1 = rss_mb(pid)
+        shown = ", ".join(f"{k}={v}" for k, v in CONFIGS[name].items())
+        rows.append(f"  {name:<9}{shown:<34}{len(load.latencies_ms):>9}{load.rps:>8.1f}"
+                    f"{load.percentile(50):>8.0f}{load.percentile(99):>8.0f}{len(load.errors):>7}"
+                    f"{rss0:>13.0f} -> {rss1:.0f}")  # fmt: skip
+        for e in sorted(set(load.errors))[:5]:
+            rows.append(f"      error: {e}")
+    return rows
+
+
+def overload_rows(
+    export: Path, images: list[bytes], threads: int, args: argparse.Namespace, tmp: Path
+) -> list[str]:
+    """More clients than the queue holds: every request answered 200 or 503, the server alive after."""
+    settings = {**OVERLOAD, "threads": threads}
+    with served(export, settings, tmp / "overload.log") as (url, pid):
+        rss0 = rss_mb(pid)
+        asyncio.run(run_load(url, images, args.overload_clients, 3))  # the allocator's first growth
+        rss_warm = rss_mb(pid)
+        load = asyncio.run(run_load(url, images, args.overload_clients, args.overload_duration))
+        rss1 = rss_mb(pid)
+        alive = httpx.get(f"{url}/health", timeout=10).status_code == 200
+    answered = load.statuses[200] + load.statuses[503]
+    lost = sum(load.statuses.values()) - answered  # failed requests and any other status
+    shown = ", ".join(f"{k}={v}" for k, v in OVERLOAD.items())
+    return [
+        f"\noverload: {args.overload_clients} clients for {args.overload_duration:g} s, {shown}",
+        f"  requests {sum(load.statuses.values())}: 200 x {load.statuses[200]}, 503 x {load.statuses[503]}, "
+        f"lost (failed or other status) {lost}; server crashed: {'no' if alive else 'YES'}",
+        f"  the 200s: {load.statuses[200] / load.seconds:.1f}/s, p50 {load.percentile(50):.0f} ms, "
+        f"p99 {load.percentile(99):.0f} ms; server RSS {rss0:.0f} at start, {rss_warm:.0f} after 3 s of "
+        f"warm-up, {rss1:.0f} MiB at the end",
+        *(f"      {n} x {e}" for e, n in Counter(e[:60] for e in load.errors).most_common(3)),
+    ]
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -23,9 +24,10 @@ from browser import open_page, pixel_std
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFile
 
+import ember
 from ember.serve import ServeError, create_app, run_server
-from ember.serve.app import _ENV, _app_from_env
-from ember.serve.batcher import MicroBatcher
+from ember.serve.batcher import MicroBatcher, QueueFull, TimedOut
+from ember.serve.images import read_image
 from ember.serve.model import check_servable
 from ember.vision.all import (
     ImageDataLoaders,
@@ -36,6 +38,7 @@ from ember.vision.all import (
     read_export_info,
     vision_learner,
 )
+from ember.vision.core import PILImage, open_image
 
 
 # ---- a tiny exported model, made once --------------------------------------------------------------
@@ -169,6 +172,87 @@ def test_the_page_names_the_model_its_classes_and_input_size_and_loads_nothing_f
     assert 'aria-live="polite"' in html and 'type="file"' in html
     assert "http://" not in html and "https://" not in html and "//cdn" not in html
     assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+# ---- one way to open an image, for training, learn.predict and the server ------------------------
+def _phone_photo(orientation: int) -> bytes:
+    """A 40x20 JPEG, left half red, right half blue, whose EXIF says how to turn it to show it."""
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :20] = (255, 0, 0)
+    a[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=95, exif=exif)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation, red_at", [(6, (10, 5)), (8, (10, 34)), (1, (5, 10))])
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation_everywhere(tmp_path, orientation, red_at):
+    data = _phone_photo(orientation)
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(data)
+    size = (40, 20) if orientation == 1 else (20, 40)  # 6 and 8: a quarter turn, clockwise or not
+    opened = {
+        "path": open_image(path),
+        "bytes": open_image(data),
+        "file": open_image(io.BytesIO(data)),
+        "pil": open_image(Image.open(path)),
+        "training": PILImage.create(path),
+        "server": read_image(data, max_pixels=10_000),
+    }
+    for how, img in opened.items():
+        assert img.size == size and img.mode == "RGB", how
+        r, g, b = img.getpixel(red_at)
+        assert r > 200 and b < 60, (how, img.getpixel(red_at))
+
+
+def _as_file(kind: str) -> tuple[str, bytes]:
+    """An image of an awkward mode, encoded: (file suffix, bytes)."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (20, 26, 3), dtype=np.uint8)
+    rgb[..., 0] = 240  # reddish: the model's "True"
+    buf = io.BytesIO()
+    if kind == "I;16":
+        a = (np.arange(20 * 26).reshape(20, 26) * 120 + 1120).astype(np.uint16)  # 1,120 to 63,400
+        Image.fromarray(a).save(buf, "PNG")
+    elif kind == "P+transparency":
+        img = Image.fromarray(rgb).quantize(16)
+        a = np.asarray(img).copy()
+        a[:, :8] = 0  # the left third shows palette entry 0, made transparent
+        img = Image.fromarray(a, "P")
+        img.putpalette(Image.fromarray(rgb).quantize(16).getpalette())
+        img.save(buf, "PNG", transparency=0)
+    elif kind == "LA":
+        alpha = np.full((20, 26), 255, np.uint8)
+        alpha[:, :8] = 0
+        Image.fromarray(np.stack([rgb[..., 1], alpha], -1), "LA").save(buf, "PNG")
+    elif kind == "RGBA":
+        Image.fromarray(np.dstack([rgb, np.full((20, 26), 128, np.uint8)]), "RGBA").save(buf, "PNG")
+    elif kind == "CMYK":
+        Image.fromarray(rgb).convert("CMYK").save(buf, "JPEG", quality=95)
+        return ".jpg", buf.getvalue()
+    return ".png", buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["I;16", "P+transparency", "LA", "RGBA", "CMYK"])
+def test_the_server_and_learn_predict_see_the_same_pixels_and_give_the_same_answer(
+    client, export, tmp_path, kind
+):
+    suffix, data = _as_file(kind)
+    path = tmp_path / f"image{suffix}"
+    path.write_bytes(data)
+    served = np.asarray(read_image(data, max_pixels=10_000))
+    trained = np.asarray(PILImage.create(path))
+    assert served.shape == (20, 26, 3) and np.array_equal(served, trained)
+    if kind == "I;16":  # scaled from 16 bits to 8, not clipped: 63,400 -> 247, not 255
+        assert served.max() == round(63_400 * 255 / 65_535) and served.min() == round(1120 * 255 / 65_535)
+    if kind in ("P+transparency", "LA"):  # transparent pixels are shown on white
+        assert (served[:, :8] == 255).all() and not (served[:, 8:] == 255).all()
+    body = client.post("/predict", files={"file": (path.name, data, "image/png")}).json()
+    _, _, probs = load_learner(export).predict(path)
+    got = torch.tensor([body["probabilities"][v] for v in ("False", "True")])
+    assert torch.allclose(got, probs, atol=1e-5)
 
 
 # ---- refused input: 4xx JSON, and the next request is still served ---------------------------------
@@ -344,34 +428,115 @@ def test_run_server_binds_to_localhost_by_default_and_says_so(export, monkeypatc
     assert "serving resnet18 (export.pkl) on http://127.0.0.1:8123 (local only; use --host 0.0.0.0" in out
 
 
-def test_worker_processes_build_the_app_from_the_arguments_run_server_left(export, monkeypatch):
-    monkeypatch.setenv(_ENV, f'{{"model_path": "{export}", "max_upload_mb": 3}}')
-    with TestClient(_app_from_env()) as client:
-        assert client.get("/model").json()["serving"]["max_upload_mb"] == 3
+def test_worker_processes_get_create_apps_arguments_from_run_server_not_the_environment(export, monkeypatch):
+    started = []
+
+    class FakeMultiprocess:  # uvicorn's supervisor, which would spawn the workers
+        def __init__(self, config, sockets):
+            started.append(config)
+            for sock in sockets:
+                sock.close()
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr("ember.serve.app.Multiprocess", FakeMultiprocess)
+    environ = dict(os.environ)
+    run_server(export, port=_free_port(), workers=2, max_upload_mb=3, max_queue=5, timeout_s=7)
+    assert dict(os.environ) == environ
+    config = started[0]
+    assert config.workers == 2 and config.factory
+    factory = pickle.loads(pickle.dumps(config.app))  # what a spawned worker process gets
+    with TestClient(factory()) as client:
+        serving = client.get("/model").json()["serving"]
+    assert serving["max_upload_mb"] == 3 and serving["max_queue"] == 5 and serving["timeout_s"] == 7
 
 
-# ---- micro-batching --------------------------------------------------------------------------------
+def test_create_app_leaves_pillows_process_wide_pixel_limit_alone_and_limits_each_request(export, cat_png):
+    before = Image.MAX_IMAGE_PIXELS
+    app = create_app(export, max_pixels=600)
+    assert before == Image.MAX_IMAGE_PIXELS
+    with TestClient(app) as client:
+        _good_request_works(client, cat_png[1])  # 26x20 = 520 pixels
+        r = client.post("/predict", content=_png(0, True, (30, 30)), headers={"Content-Type": "image/png"})
+        assert r.status_code == 413 and "30x30" in r.json()["error"]
+
+
+def test_no_setting_travels_through_environment_variables():
+    root = Path(ember.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "EMBER_SERVE_ARGS" not in text, path
+        if "serve" in path.parts:
+            assert "os.environ" not in text and "getenv" not in text, path
+
+
+# ---- micro-batching, driven step by step: no assertion depends on how fast anything runs ----------
 def _run(coro):
     return asyncio.run(coro)
 
 
+class Gate:
+    """A batch function that holds each forward until the test lets it go: `started` is set while a
+    forward waits at the gate, `release()` lets it (and every later one) through."""
+
+    def __init__(self, fn=lambda xs: [2 * x for x in xs]):
+        self.fn, self.started, self.opened = fn, threading.Event(), threading.Event()
+        self.released_by_the_loop = False
+
+    def __call__(self, xs):
+        self.started.set()
+        self.released_by_the_loop = self.opened.wait(10)  # 10 s: only so that a broken test cannot hang
+        return self.fn(xs)
+
+    def release(self):
+        self.opened.set()
+
+
+async def _until(condition) -> None:
+    """Let the event loop run until `condition()` holds (each step runs every task that is ready)."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the condition never held")
+
+
+async def _forward_running(batcher: MicroBatcher, gate: Gate, item=0) -> asyncio.Task:
+    """Submit `item` and wait until its forward is held at the gate: what is submitted next queues."""
+    task = asyncio.create_task(batcher.submit(item))
+    await asyncio.to_thread(gate.started.wait, 10)
+    return task
+
+
 def test_requests_arriving_during_a_forward_share_the_next_one_and_each_gets_its_own_answer():
-    def slow_double(xs):
-        time.sleep(0.05)
-        return [2 * x for x in xs]
+    gate = Gate()
 
     async def main():
-        batcher = MicroBatcher(slow_double, max_batch=4, max_wait_ms=0)
+        batcher = MicroBatcher(gate, max_batch=4, max_wait_ms=0)
         await batcher.start()
-        first = asyncio.create_task(batcher.submit(0))
-        await asyncio.sleep(0.01)  # the first forward is running: these wait for the next
-        rest = await asyncio.gather(*(batcher.submit(i) for i in range(1, 10)))
+        first = await _forward_running(batcher, gate)
+        rest = [asyncio.create_task(batcher.submit(i)) for i in range(1, 10)]
+        await _until(lambda: batcher.queued == 9)
+        gate.release()
+        results = [await first, *[await t for t in rest]]
         await batcher.stop()
-        return [await first, *rest], batcher.batch_sizes
+        return results, batcher.batch_sizes
 
     results, sizes = _run(main())
     assert results == [2 * i for i in range(10)]
     assert sizes == [1, 4, 4, 1]
+
+
+def test_items_submitted_together_make_one_forward_in_their_order():
+    async def main():
+        batcher = MicroBatcher(lambda xs: [2 * x for x in xs], max_batch=16, max_wait_ms=0)
+        await batcher.start()
+        results = await batcher.submit_many([3, 1, 2])
+        await batcher.stop()
+        return results, batcher.batch_sizes
+
+    assert _run(main()) == ([6, 2, 4], [3])
 
 
 def test_max_batch_one_gives_every_request_a_forward_of_its_own():
@@ -403,19 +568,154 @@ def test_a_failed_forward_fails_its_requests_and_the_batcher_serves_on():
     assert _run(main()) == 7
 
 
-def test_the_forward_runs_off_the_event_loop():
+def test_one_bad_item_in_a_micro_batch_fails_only_its_own_request():
+    def fn(xs):
+        if -1 in xs:
+            raise ValueError("bad item")
+        return [10 * x for x in xs]
+
+    gate = Gate(fn)
+
     async def main():
-        batcher = MicroBatcher(lambda xs: (time.sleep(0.3), xs)[1], max_batch=1)
+        batcher = MicroBatcher(gate, max_batch=8, max_wait_ms=0)
         await batcher.start()
-        task = asyncio.create_task(batcher.submit(1))
-        start = time.perf_counter()
-        await asyncio.sleep(0.02)  # would take 0.3 s if the forward held the loop
-        waited = time.perf_counter() - start
+        first = await _forward_running(batcher, gate, 0)
+        others = [asyncio.create_task(batcher.submit(x)) for x in (1, -1, 2, 3)]  # four requests
+        await _until(lambda: batcher.queued == 4)
+        gate.release()
+        answers = await asyncio.gather(first, *others, return_exceptions=True)
+        await batcher.stop()
+        return answers, batcher.batch_sizes
+
+    answers, sizes = _run(main())
+    assert answers[:2] == [0, 10] and answers[3:] == [20, 30]
+    assert isinstance(answers[2], ValueError) and "bad item" in str(answers[2])
+    assert sizes[:2] == [1, 4]  # the shared forward failed; each of its four items then ran alone
+
+
+def test_a_full_queue_refuses_at_once_and_takes_work_again_once_it_drains():
+    gate = Gate()
+
+    async def main():
+        batcher = MicroBatcher(gate, max_batch=8, max_wait_ms=0, max_queue=3)
+        await batcher.start()
+        first = await _forward_running(batcher, gate)
+        queued = [asyncio.create_task(batcher.submit(i)) for i in (1, 2, 3)]
+        await _until(lambda: batcher.queued == 3)
+        with pytest.raises(QueueFull, match="3 images are waiting"):
+            await batcher.submit(4)
+        with pytest.raises(QueueFull):
+            await batcher.submit_many([4, 5])  # all or nothing: a batch request never half-enters
+        assert batcher.queued == 3
+        gate.release()
+        results = [await first, *[await t for t in queued], await batcher.submit(4)]
+        await batcher.stop()
+        return results
+
+    assert _run(main()) == [0, 2, 4, 6, 8]
+
+
+def test_a_request_that_times_out_in_the_queue_is_dropped_without_a_forward():
+    gate = Gate()
+
+    async def main():
+        batcher = MicroBatcher(gate, max_batch=8, max_wait_ms=0)
+        await batcher.start()
+        first = await _forward_running(batcher, gate)
+        with pytest.raises(TimedOut, match="0.05 s"):
+            await batcher.submit(1, timeout_s=0.05)  # the gate is shut: it cannot be answered in time
+        gate.release()
+        await first
+        await batcher.stop()
+        return batcher.batch_sizes
+
+    assert _run(main()) == [1]
+
+
+def test_the_forward_runs_off_the_event_loop():
+    gate = Gate()
+
+    async def main():
+        batcher = MicroBatcher(gate, max_batch=1)
+        await batcher.start()
+        task = await _forward_running(batcher, gate)
+        gate.release()  # only the event loop can open the gate: a forward holding the loop would time out
         await task
         await batcher.stop()
-        return waited
 
-    assert _run(main()) < 0.2
+    _run(main())
+    assert gate.released_by_the_loop
+
+
+# ---- back-pressure in the app: 503 with Retry-After, not an ever-growing queue ---------------------
+def _post_in_thread(client, png: bytes, answers: list) -> threading.Thread:
+    def post():
+        answers.append(client.post("/predict", content=png, headers={"Content-Type": "image/png"}))
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_the_queued_requests_are_still_answered(
+    export, cat_png
+):
+    app = create_app(export, max_batch=1, max_queue=1)
+    batcher = app.state.served.batcher
+    gate = Gate(batcher.fn)
+    batcher.fn = gate
+    answers: list = []
+    with TestClient(app) as client:
+        threads = [_post_in_thread(client, cat_png[1], answers)]
+        assert gate.started.wait(10)  # the first request's forward is held
+        threads.append(_post_in_thread(client, cat_png[1], answers))
+        deadline = time.monotonic() + 10
+        while batcher.queued < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        r = client.post("/predict", content=cat_png[1], headers={"Content-Type": "image/png"})
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+        assert "queue is full" in r.json()["error"]
+        gate.release()
+        for t in threads:
+            t.join(10)
+        assert [a.status_code for a in answers] == [200, 200]
+        _good_request_works(client, cat_png[1])
+
+
+def test_a_request_not_answered_within_timeout_s_gets_503_and_the_server_serves_on(export, cat_png):
+    app = create_app(export, timeout_s=0.2)
+    batcher = app.state.served.batcher
+    gate = Gate(batcher.fn)
+    batcher.fn = gate
+    with TestClient(app) as client:
+        r = client.post("/predict", content=cat_png[1], headers={"Content-Type": "image/png"})
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        assert "not answered within 0.2 s" in r.json()["error"]
+        gate.release()
+        _good_request_works(client, cat_png[1])
+
+
+def test_queue_settings_that_cannot_work_are_refused_before_the_model_loads(tmp_path):
+    with pytest.raises(ValueError, match="max_queue must be positive"):
+        MicroBatcher(lambda xs: xs, max_queue=0)
+    with pytest.raises(ValueError, match="max_files=8 is more than max_queue=4"):
+        create_app(tmp_path / "not-read.pkl", max_queue=4, max_files=8)
+    with pytest.raises(ValueError, match="timeout_s must be positive"):
+        create_app(tmp_path / "not-read.pkl", timeout_s=0)
+
+
+def test_ember_serve_hands_its_queue_and_timeout_options_to_the_server(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from ember.cli import app as cli
+
+    calls = []
+    monkeypatch.setattr("ember.serve.app.run_server", lambda *args, **kwargs: calls.append((args, kwargs)))
+    model = tmp_path / "export.pkl"
+    result = CliRunner().invoke(cli, ["serve", str(model), "--max-queue", "8", "--timeout", "2.5"])
+    assert result.exit_code == 0, result.output
+    args, kwargs = calls[0]
+    assert args == (model, "127.0.0.1", 8000, 1, 10.0, 8, 2.5) and not kwargs
 
 
 # ---- the real server, and the page in Chromium ----------------------------------------------------

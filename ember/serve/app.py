@@ -3,7 +3,10 @@
 The model is loaded once, when the app is made. Images are decoded in a thread pool and every forward
 runs in one worker thread, off the event loop; requests that arrive together share a forward
 (micro-batching, see `ember.serve.batcher`). Bad input gets a 4xx answer `{"error": "..."}` and the
-server goes on serving.
+server goes on serving. Under overload the server sheds load instead of queueing without end: with
+`max_queue` images waiting, or a request not answered within `timeout_s`, the answer is 503 with a
+Retry-After header. Every setting is an argument; nothing is read from the environment or set for the
+whole process.
 
 >>> app = create_app("models/export.pkl")  # doctest: +SKIP
 >>> run_server(Path("models/export.pkl"), port=8000)  # doctest: +SKIP
@@ -18,19 +21,18 @@ uvicorn. From a shell, once the server runs:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
 import torch
 import uvicorn
 from fastapi import FastAPI
-from PIL import Image
+from uvicorn.supervisors import Multiprocess
 
 from ember.learner.export import read_export_info
 from ember.serve.batcher import MicroBatcher
@@ -40,19 +42,19 @@ from ember.serve.routes import add_error_handlers, router
 
 __all__ = ["Limits", "create_app", "run_server"]
 
-_ENV = "EMBER_SERVE_ARGS"  # create_app's arguments, for the worker processes uvicorn starts itself
-
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may hold: bytes of body, pixels per image, files per batch request."""
+    """What one request may hold (bytes of body, pixels per image, files per batch request) and how long
+    it may wait for its answer."""
 
     max_upload_mb: float = 10
     max_pixels: int = 40_000_000
     max_files: int = 64
+    timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_pixels", "max_files"):
+        for name in ("max_upload_mb", "max_pixels", "max_files", "timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"create_app: {name} must be positive, got {getattr(self, name)}")
 
@@ -75,28 +77,38 @@ def create_app(
     model_path: str | Path,
     max_upload_mb: float = 10,
     max_pixels: int = 40_000_000,
-    max_files: int = 64,
+    max_files: int | None = None,
     max_batch: int = 16,
     max_wait_ms: float = 2.0,
+    max_queue: int = 64,
+    timeout_s: float = 30.0,
     threads: int | None = None,
 ) -> FastAPI:
     """A FastAPI app serving the export at `model_path`, loaded now (a bad file fails here).
 
-    `max_batch=1` turns micro-batching off. `threads` sets torch's threads for the process (None leaves
-    torch's setting). Pillow's process-wide `Image.MAX_IMAGE_PIXELS` is set to `max_pixels`, so that
-    Pillow too refuses decompression bombs (at twice that) wherever it opens images in this process.
+    `max_pixels` is checked per image from its header, before decoding (Pillow's process-wide
+    `Image.MAX_IMAGE_PIXELS` is left alone). `max_batch=1` turns micro-batching off. `max_queue` images
+    may wait for the model; beyond that, and for a request not answered within `timeout_s` of its
+    arrival, the answer is 503 with Retry-After. `max_files` per batch request (None: `max_queue`, the
+    most that can be queued at once). `threads` sets torch's threads for the process (None leaves
+    torch's setting).
 
     >>> from fastapi.testclient import TestClient
     >>> with TestClient(create_app("export.pkl")) as client:  # doctest: +SKIP
     ...     client.post("/predict", files={"file": open("cat.jpg", "rb")}).json()["label"]
     'cat'
     """
+    max_files = max_queue if max_files is None else max_files
+    if max_files > max_queue:
+        raise ValueError(
+            f"create_app: max_files={max_files} is more than max_queue={max_queue} images can wait at once, "
+            "so a full batch request could never be queued: lower max_files or raise max_queue"
+        )
+    limits = Limits(max_upload_mb, max_pixels, max_files, timeout_s)
     model = ServedModel(model_path)
     if threads is not None:
         torch.set_num_threads(threads)
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    batcher = MicroBatcher(model.predict_batch, max_batch, max_wait_ms)
-    limits = Limits(max_upload_mb, max_pixels, max_files)
+    batcher = MicroBatcher(model.predict_batch, max_batch, max_wait_ms, max_queue)
     served = Served(model, batcher, limits, anyio.CapacityLimiter(os.cpu_count() or 1))
 
     @asynccontextmanager
@@ -120,14 +132,20 @@ _DESCRIPTION = (
 
 
 def run_server(
-    model: Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, max_upload_mb: float = 10
+    model: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    max_upload_mb: float = 10,
+    max_queue: int = 64,
+    timeout_s: float = 30.0,
 ) -> None:
     """Serve the export `model` over HTTP until interrupted (what `ember serve` runs).
 
     Local only unless `host="0.0.0.0"`. A file that is not an ember export raises `NotAnExportError`
     (one line, saying what the file is) before anything else happens; nothing in it is unpickled.
-    Each of the `workers` processes loads its own copy of the model and gets an equal share of the
-    CPU cores for torch's threads.
+    Each of the `workers` processes loads its own copy of the model, with its own queue of `max_queue`,
+    and gets an equal share of the CPU cores for torch's threads.
     """
     model = Path(model)
     if workers < 1:
@@ -135,22 +153,18 @@ def run_server(
     info = read_export_info(model)
     check_servable(model, info)
     threads = max(1, (os.cpu_count() or 1) // workers)
+    settings = {"max_upload_mb": max_upload_mb, "max_queue": max_queue, "timeout_s": timeout_s}
     if workers == 1:
-        app = create_app(model, max_upload_mb=max_upload_mb, threads=threads)
+        app = create_app(model, threads=threads, **settings)
         print(_banner(model, app.state.served.model.name, host, port), flush=True)
         uvicorn.run(app, host=host, port=port)
         return
-    os.environ[_ENV] = json.dumps(
-        {"model_path": str(model), "max_upload_mb": max_upload_mb, "threads": threads}
-    )
+    # Each worker is a spawned process that builds its own app: uvicorn pickles the config for it, and a
+    # partial of create_app pickles with its arguments (uvicorn.run itself takes only an import string).
+    factory = partial(create_app, model, threads=threads, **settings)
+    config = uvicorn.Config(factory, host=host, port=port, workers=workers, factory=True)
     print(_banner(model, str(info.get("arch") or model.stem), host, port), flush=True)
-    uvicorn.run("ember.serve.app:_app_from_env", factory=True, host=host, port=port, workers=workers)
-
-
-def _app_from_env() -> FastAPI:
-    """The app in a worker process that uvicorn started (it can only pass an import string)."""
-    args: dict[str, Any] = json.loads(os.environ[_ENV])
-    return create_app(**args)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 def _banner(model: Path, name: str, host: str, port: int) -> str:

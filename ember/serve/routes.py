@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
+from ember.serve.batcher import Busy, TimedOut
 from ember.serve.images import ImageRejected, read_image
 from ember.serve.page import content_security_policy, render_page
 
@@ -53,6 +54,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "not an image, or a damaged one"),
         (413, "body or image too large"),
         (415, "wrong Content-Type"),
+        (503, "busy: the queue is full, or the answer took over timeout_s; retry after Retry-After seconds"),
     ]  # fmt: skip
 }
 Top = Annotated[int | None, Query(ge=1, description="keep only the k most likely classes")]
@@ -91,7 +93,8 @@ async def model_info(request: Request) -> dict[str, Any]:
     served = request.app.state.served
     limits = served.limits
     serving = {"max_upload_mb": limits.max_upload_mb, "max_pixels": limits.max_pixels,
-               "max_files": limits.max_files, "max_batch": served.batcher.max_batch}  # fmt: skip
+               "max_files": limits.max_files, "max_batch": served.batcher.max_batch,
+               "max_queue": served.batcher.max_queue, "timeout_s": limits.timeout_s}  # fmt: skip
     return {**served.model.info, "file": served.model.path.name, "serving": serving}
 
 
@@ -105,7 +108,7 @@ async def predict(request: Request, top: Top = None) -> dict[str, Any]:
     """Classify one image; `top=k` keeps the k most likely classes in `probabilities`."""
     start = time.perf_counter()
     data, name = await _one_upload(request)
-    answer = await _classify(request, data, name)
+    [answer] = await _classify(request, [(data, name)], start)
     return {**_keep_top(answer, top), "ms": _ms_since(start)}
 
 
@@ -118,20 +121,24 @@ async def predict(request: Request, top: Top = None) -> dict[str, Any]:
 async def predict_batch(request: Request, top: Top = None) -> dict[str, Any]:
     """Classify several images (multipart field `files`), answered in the order sent."""
     start = time.perf_counter()
+    answers = await _classify(request, await _many_uploads(request), start)
+    ms = _ms_since(start)
+    return {"results": [{**_keep_top(a, top), "ms": ms} for a in answers], "ms": ms}
+
+
+async def _classify(request: Request, uploads: list[tuple[bytes, str]], start: float) -> list[dict[str, Any]]:
+    """Each upload's answer, from forwards shared with whatever else is queued; `Busy` (503) when the
+    queue cannot take them all, or when they are not answered within timeout_s of `start`."""
     served = request.app.state.served
-    uploads = await _many_uploads(request)
+    served.batcher.check_room(len(uploads))  # a full queue refuses them before any is decoded
     # every image decoded (or one refused) before any of them reaches the model
     images = await asyncio.gather(*(_decode(request, data, name) for data, name in uploads))
-    answers = await asyncio.gather(*(served.batcher.submit(img) for img in images))
-    ms = _ms_since(start)
-    results = [{**_keep_top(a, top), "model": served.model.name, "ms": ms} for a in answers]
-    return {"results": results, "ms": ms}
-
-
-async def _classify(request: Request, data: bytes, name: str) -> dict[str, Any]:
-    served = request.app.state.served
-    answer = await served.batcher.submit(await _decode(request, data, name))
-    return {**answer, "model": served.model.name}
+    timeout_s = served.limits.timeout_s
+    try:
+        answers = await served.batcher.submit_many(images, timeout_s - (time.perf_counter() - start))
+    except TimedOut:
+        raise TimedOut(f"not answered within {timeout_s:g} s: the server is busy; try again") from None
+    return [{**a, "model": served.model.name} for a in answers]
 
 
 async def _decode(request: Request, data: bytes, name: str) -> Image.Image:
@@ -205,6 +212,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(ImageRejected, _rejected)  # type: ignore[arg-type]
+    app.add_exception_handler(Busy, _busy)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _failed)
 
 
@@ -224,6 +232,10 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
 
 async def _rejected(request: Request, exc: ImageRejected) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def _busy(request: Request, exc: Busy) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
 
 
 async def _failed(request: Request, exc: Exception) -> JSONResponse:

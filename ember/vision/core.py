@@ -2,7 +2,8 @@
 
 Before `ToTensor` an image is a plain `PIL.Image.Image` (mode "RGB", or "L" for black and white) and a
 mask is a PIL image of class indices (mode "L", "P" or "I"). `PILImage`, `PILImageBW` and `PILMask` are
-not types of values: they only say how to make one, with `create`.
+not types of values: they only say how to make one, with `create`. Every image file is read by
+`open_image` (upright by its EXIF orientation, in RGB or L), in training, `learn.predict` and `ember serve`.
 
 >>> img = PILImage.create("cat.jpg")  # doctest: +SKIP
 >>> ax = show_image(img, title="cat")  # doctest: +SKIP
@@ -12,22 +13,24 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from ember.data.errors import DataError
 
 __all__ = [
     "ImageLoadError",
+    "ImageTooLarge",
     "PILImage",
     "PILImageBW",
     "PILMask",
     "image_size",
     "imagenet_stats",
+    "open_image",
     "show_image",
     "show_mask",
     "show_points",
@@ -43,22 +46,112 @@ class ImageLoadError(DataError):
     """An image file that is missing, unreadable, corrupt or truncated."""
 
 
-def _open(src: str | Path | bytes, draft: tuple[int, int] | None) -> Image.Image:
-    """Decode `src` completely, so that a truncated file fails here rather than in a later resize."""
-    name = "<bytes>" if isinstance(src, bytes) else str(src)
+class ImageTooLarge(ImageLoadError):
+    """An image whose header claims more pixels than the caller's `max_pixels` (refused undecoded)."""
+
+
+# Transparent pixels are shown on white, as an image viewer shows them: the colour a file keeps under
+# alpha 0 is arbitrary (often black), and a model should not learn from it.
+BACKGROUND = (255, 255, 255)
+
+
+def open_image(
+    source: str | Path | bytes | BinaryIO | Image.Image,
+    mode: str | None = "RGB",
+    draft: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+    name: str | None = None,
+) -> Image.Image:
+    """Decode an image upright and in `mode`: the one way training, `learn.predict` and `ember serve`
+    read an image, so that all three see the same pixels.
+
+    `source` is a path, the file's bytes, a binary file object or a PIL image. The EXIF orientation is
+    applied (a phone photo taken upright comes out upright). 16-bit greyscale is scaled to 8 bits;
+    transparent pixels (RGBA, LA, a palette with transparency) are composited onto white (`BACKGROUND`);
+    CMYK and palettes become RGB. `mode=None` keeps the file's mode (for masks). `max_pixels` refuses,
+    from the header and before any pixel is decoded, an image larger than that (`ImageTooLarge`).
+    `draft=(w, h)` lets a JPEG decode at 1/2, 1/4 or 1/8 scale, no smaller than (w, h) once upright.
+    `name` is what errors call the image (default: the path, or "<bytes>").
+
+    >>> open_image(Image.new("I;16", (4, 2), 65535)).getpixel((0, 0))
+    (255, 255, 255)
+    """
+    name = name or _source_name(source)
+    img = source if isinstance(source, Image.Image) else _open_header(source, name)
+    if max_pixels is not None and img.width * img.height > max_pixels:
+        raise ImageTooLarge(
+            f"{name} is {img.width}x{img.height} = {img.width * img.height / 1e6:.1f} megapixels, over the "
+            f"limit of {max_pixels / 1e6:.1f} megapixels: resize it first"
+        )
+    if draft is not None and img.format == "JPEG":  # a JPEG's EXIF is in its header: read before decoding
+        img.draft(img.mode, draft if _orientation(img) < 5 else draft[::-1])  # 5 to 8: a quarter turn
+    _decode(img, name)
+    if _orientation(img) != 1:
+        img = ImageOps.exif_transpose(img)
+    return img if mode is None else _convert(img, mode)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation, 1 to 8 (1: upright as stored)."""
     try:
-        img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
-        if draft is not None and img.format == "JPEG":
-            img.draft(img.mode, draft)  # JPEG decodes at 1/2, 1/4 or 1/8 scale, no smaller than `draft`
-        img.load()
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # a damaged EXIF block: the pixels are still good, shown as stored (as viewers do)
+        return 1
+
+
+def _source_name(source: str | Path | bytes | BinaryIO | Image.Image) -> str:
+    if isinstance(source, str | Path):
+        return str(source)
+    if isinstance(source, bytes):
+        return "<bytes>"
+    if isinstance(source, Image.Image):
+        return "<PIL image>"
+    return str(getattr(source, "name", "<file object>"))
+
+
+def _open_header(source: str | Path | bytes | BinaryIO, name: str) -> Image.Image:
+    """Read the header only (format, size, EXIF); no pixel is decoded yet."""
+    if isinstance(source, bytes) and not source:
+        raise ImageLoadError(f"{name} is empty (0 bytes): expected an image file (JPEG, PNG, WebP, ...)")
+    try:
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except FileNotFoundError as e:
         raise ImageLoadError(f"image file {name} does not exist; check the path or the getter") from e
+    except Image.DecompressionBombError as e:  # Pillow's own limit, hit before the size could be read
+        raise ImageTooLarge(f"{name} is refused as a decompression bomb ({e})") from e
+    except UnidentifiedImageError as e:
+        start = f"; it starts {source[:8]!r}" if isinstance(source, bytes) else ""
+        raise ImageLoadError(
+            f"{name} is not an image (its format is not one Pillow reads{start}): expected a JPEG, PNG, "
+            "WebP, GIF, BMP or TIFF file; remove or replace it"
+        ) from e
+    except Exception as e:  # a header Pillow recognises but cannot parse
+        raise ImageLoadError(
+            f"{name} has a damaged or truncated image header ({type(e).__name__}: {e}); remove or replace it"
+        ) from e
+
+
+def _decode(img: Image.Image, name: str) -> None:
+    """Decode every pixel now, so that a truncated file fails here rather than in a later resize."""
+    try:
+        img.load()
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
         raise ImageLoadError(
-            f"cannot read image {name} ({type(e).__name__}: {e}); the file is corrupt, truncated or not an "
-            "image: remove or replace it"
+            f"{name} is a damaged or truncated {img.format or ''} image ({type(e).__name__}: {e}); the "
+            "file is corrupt or cut short: remove or replace it"
         ) from e
-    return img
+
+
+def _convert(img: Image.Image, mode: str) -> Image.Image:
+    """`img` in `mode` ("RGB" or "L"), with 16-bit values scaled and transparency shown on white."""
+    if img.mode == mode:
+        return img
+    if img.mode.startswith("I;16"):
+        a = np.asarray(img, dtype=np.uint32)  # (h, w) in [0, 65535]
+        img = Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8))  # rounded: 65535 -> 255
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (*BACKGROUND, 255)), img.convert("RGBA"))
+    return img.convert(mode)
 
 
 def _from_array(a: np.ndarray | Tensor, what: str) -> Image.Image:
@@ -83,21 +176,12 @@ def _from_array(a: np.ndarray | Tensor, what: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(a))
 
 
-def _to_rgb_or_l(img: Image.Image, mode: str) -> Image.Image:
-    if img.mode == mode:
-        return img
-    if img.mode.startswith("I;16"):
-        # 16-bit greyscale: keep the top 8 bits instead of clipping everything above 255 to white
-        img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
-    elif img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # Pillow warns when a palette with transparency goes straight to RGB
-    return img.convert(mode)
-
-
 class PILImage:
     """Make an RGB image from a path, bytes, a PIL image, an array or a tensor.
 
-    RGBA, palette, greyscale and CMYK images are converted to RGB; floats are read as [0, 1].
+    Files and PIL images are read by `open_image`: turned upright by their EXIF orientation, 16-bit
+    greyscale scaled to 8 bits, transparent pixels shown on white, CMYK and palettes made RGB. Arrays
+    and tensors of floats are read as [0, 1].
     `draft=(w, h)` lets a JPEG decode at a reduced scale no smaller than (w, h): faster, but only for
     items whose other values (points) do not depend on the original size.
 
@@ -109,17 +193,13 @@ class PILImage:
 
     @classmethod
     def create(cls, src: ImageSource, draft: tuple[int, int] | None = None) -> Image.Image:
-        if isinstance(src, str | Path | bytes):
-            img = _open(src, draft)
-        elif isinstance(src, Image.Image):
-            img = src
-        elif isinstance(src, np.ndarray | Tensor):
-            img = _from_array(src, cls.__name__)
-        else:
-            raise TypeError(
-                f"{cls.__name__}.create takes a path, bytes, PIL image, array or tensor; got {type(src)}"
-            )
-        return _to_rgb_or_l(img, cls.mode)
+        if isinstance(src, np.ndarray | Tensor):
+            return open_image(_from_array(src, cls.__name__), cls.mode)
+        if isinstance(src, str | Path | bytes | Image.Image):
+            return open_image(src, cls.mode, draft)  # upright (EXIF), 16 bits scaled, alpha on white
+        raise TypeError(
+            f"{cls.__name__}.create takes a path, bytes, PIL image, array or tensor; got {type(src)}"
+        )
 
 
 class PILImageBW(PILImage):
@@ -154,10 +234,8 @@ class PILMask:
 
     @classmethod
     def create(cls, src: ImageSource) -> Image.Image:
-        if isinstance(src, str | Path | bytes):
-            return _mask_indices(_open(src, None), "<bytes>" if isinstance(src, bytes) else str(src))
-        if isinstance(src, Image.Image):
-            return _mask_indices(src, "<PIL image>")
+        if isinstance(src, str | Path | bytes | Image.Image):
+            return _mask_indices(open_image(src, mode=None), _source_name(src))  # upright, like its image
         if isinstance(src, Tensor):
             src = src.detach().cpu().numpy()
         if isinstance(src, np.ndarray):
