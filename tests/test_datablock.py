@@ -15,6 +15,7 @@ from ember.basics import (
     FuncSplitter,
     GrandparentSplitter,
     IndexSplitter,
+    MissingValuesWarning,
     MultiCategoryBlock,
     RandomSplitter,
     RegexLabeller,
@@ -190,3 +191,78 @@ def test_labellers():
         name = "cat_3.jpg"
 
     assert using_attr(RegexLabeller(r"(.+)_\d"), "name")(Item()) == "cat"
+
+
+def test_dls_loss_func_is_built_once_so_settings_on_it_stick(df):
+    dblock = DataBlock(
+        blocks=(RegressionBlock, MultiCategoryBlock),
+        get_x=ColReader("x"),
+        get_y=ColReader("tags", label_delim=" "),
+        splitter=ColSplitter(),
+    )
+    dls = dblock.dataloaders(df, bs=4, num_workers=0)
+    dls.loss_func.thresh = 0.3  # the course's way to move a multi-label threshold
+    assert dls.loss_func is dls.loss_func and dls.loss_func.thresh == 0.3
+
+
+def missing_labels_block(block=CategoryBlock, col="y") -> DataBlock:
+    return DataBlock(
+        blocks=(RegressionBlock, block), get_x=ColReader("x"), get_y=ColReader(col), splitter=ColSplitter()
+    )
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), pd.NA])
+def test_missing_category_labels_become_na_with_one_warning_naming_column_count_and_row(df, missing):
+    df = df.astype({"y": object})
+    df.loc[[3, 8, 41], "y"] = missing
+    with pytest.warns(MissingValuesWarning) as record:
+        dsets = missing_labels_block().datasets(df.assign(is_valid=df.index >= 40))
+    assert len(record) == 1
+    msg = str(record[0].message)
+    assert "'y'" in msg and "2 missing" in msg and "row 3" in msg and "'#na#'" in msg
+    assert dsets.vocab == ["#na#", "even", "odd"]
+    assert dsets.train[3][1].item() == 0 and dsets.train[4][1].item() == 1
+    assert dsets.valid[1][1].item() == 0  # row 41, missing in validation too: the same category
+
+
+def test_a_missing_label_only_in_validation_cannot_be_represented_and_says_what_to_do(df):
+    df = df.astype({"y": object})
+    df.loc[45, "y"] = None
+    dblock = DataBlock(
+        blocks=(RegressionBlock, CategoryBlock),
+        get_x=ColReader("x"),
+        get_y=ColReader("y"),
+        splitter=ColSplitter(),
+    )
+    with pytest.raises(DataError, match=r"missing label(.|\n)*add_na=True(.|\n)*item 45"):
+        dblock.datasets(df)[1][5]
+
+
+def test_missing_labels_inside_multi_label_lists_become_na_with_one_warning(df):
+    df = df.assign(tags=[["a", None] if i == 4 else ["b"] for i in range(50)])
+    with pytest.warns(MissingValuesWarning, match=r"'tags'.*1 missing.*row 4"):
+        dsets = missing_labels_block(MultiCategoryBlock, "tags").datasets(df.assign(is_valid=False))
+    assert dsets.vocab == ["#na#", "a", "b"]
+    assert torch.equal(dsets.train[4][1], torch.tensor([1.0, 1.0, 0.0]))
+
+
+def test_summary_shows_a_batch_when_asked(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from ember.vision.all import ImageBlock, Resize
+
+    for i in range(6):
+        Image.fromarray(np.full((10, 10, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
+        get_items=get_image_files,
+        get_y=lambda p: "even" if int(p.stem) % 2 == 0 else "odd",
+        item_tfms=Resize(8),
+    )
+    plt.close("all")
+    assert dblock.summary(tmp_path, bs=4) is None and not plt.get_fignums()
+    fig = dblock.summary(tmp_path, bs=4, show_batch=True)
+    assert len([ax for ax in fig.axes if ax.images]) == 4 and "Showing a batch" in capsys.readouterr().out
+    plt.close("all")

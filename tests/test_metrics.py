@@ -329,3 +329,67 @@ def test_learner_validate_reports_metrics_computed_over_the_whole_validation_set
     probs, targs = learn.get_preds()
     assert acc == pytest.approx((probs.argmax(1) == targs).float().mean().item(), abs=1e-6)
     assert f1 == pytest.approx(skm.f1_score(targs.numpy(), probs.argmax(1).numpy(), average="macro"))
+
+
+class _CountBatches:
+    """A callback counting the batches the loop ran."""
+
+    order = 0
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def before_batch(self) -> None:
+        self.n += 1
+
+
+def test_a_binary_f1_on_multiclass_data_fails_before_any_batch_saying_which_average_to_pass():
+    from conftest import blobs_dls, mlp
+
+    from ember.basics import CrossEntropyLossFlat, Learner
+
+    counter = _CountBatches()
+    learn = Learner(
+        blobs_dls(n=300, n_classes=3),
+        mlp(),
+        CrossEntropyLossFlat(),
+        metrics=[accuracy, F1Score()],
+        quiet=True,
+    )
+    learn.add_cb(counter)
+    with pytest.raises(
+        ValueError, match=r"f1_score.*average='binary'.*3 classes.*F1Score\(average='macro'\)"
+    ):
+        learn.fit(1)
+    assert counter.n == 0
+
+
+def test_binary_data_keeps_the_binary_default_and_a_vocabulary_counts_the_classes(df_binary_and_three):
+    from conftest import mlp
+
+    from ember.basics import CrossEntropyLossFlat, Learner
+
+    binary, three = df_binary_and_three
+    learn = Learner(binary, mlp(1, 2), CrossEntropyLossFlat(), metrics=[F1Score(), Precision()], quiet=True)
+    learn.fit(1)
+    assert 0 <= learn.recorder.value("f1_score") <= 1
+    learn = Learner(three, mlp(1, 3), CrossEntropyLossFlat(), metrics=Recall(), quiet=True)
+    with pytest.raises(ValueError, match=r"recall_score.*Recall\(average='macro'\)"):
+        learn.fit(1)
+
+
+@pytest.fixture
+def df_binary_and_three():
+    """DataBlock loaders with a vocabulary of two labels, and of three."""
+    import pandas as pd
+
+    from ember.basics import CategoryBlock, ColReader, DataBlock, RegressionBlock
+
+    def dls(labels):
+        df = pd.DataFrame({"x": [float(i % len(labels)) for i in range(60)]})
+        df["y"] = [labels[i % len(labels)] for i in range(60)]
+        get_x = lambda row: [row["x"]]  # noqa: E731 - one feature per item, (bs, 1)
+        dblock = DataBlock(blocks=(RegressionBlock, CategoryBlock), get_x=get_x, get_y=ColReader("y"))
+        return dblock.dataloaders(df, bs=8, num_workers=0, device="cpu")
+
+    return dls(["no", "yes"]), dls(["a", "b", "c"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import numpy as np
@@ -254,12 +255,50 @@ def test_random_folder_layouts_load_or_raise_a_documented_error(tmp_path_factory
                 f.write_bytes(b"garbage")
             else:
                 write_image(f, 10 * i)
-    try:
-        dls = ImageDataLoaders.from_folder(
-            root, valid_pct=0.3, seed=0, item_tfms=Resize(8), bs=2, num_workers=0
+    files = get_image_files(root)
+    load = lambda: ImageDataLoaders.from_folder(  # noqa: E731
+        root, valid_pct=0.3, seed=0, item_tfms=Resize(8), bs=2, num_workers=0
+    )
+    # What the layout must give, worked out independently: the same seeded split, the labels it leaves.
+    train, valid = RandomSplitter(0.3, seed=0)(files)
+    corrupt = [f for f in files if f.read_bytes() == b"garbage"]
+    unseen = {parent_label(files[i]) for i in valid} - {parent_label(files[i]) for i in train}
+    if not files:
+        problems = ["no items found"]
+    elif not train:
+        problems = ["the splitter left no training items"]
+    else:  # both can hold; whichever item is read first is reported, a corrupt file by its name
+        problems = [re.escape(str(f)) for f in corrupt] + ["is not in the vocabulary"] * bool(unseen)
+    if problems:
+        with pytest.raises(DataError, match="|".join(problems)):
+            load()
+        return
+    dls = load()  # a valid layout must load: no DataError is excused
+    assert dls.vocab == sorted({parent_label(files[i]) for i in train})
+    assert sum(len(yb) for _, yb in dls.valid) == len(valid)
+    assert sum(len(yb) for _, yb in dls.train) == (len(train) // 2 * 2 if len(train) > 2 else len(train))
+
+
+def test_from_name_func_takes_a_label_function_written_for_the_name_or_for_the_path(pets):
+    def is_cat_name(x):  # the book: the file name, a str
+        return x[0].isupper()
+
+    def is_cat(item):  # the course notes: the path
+        return item.name[0].isupper()
+
+    for label_func in (is_cat_name, is_cat, lambda p: p.stem[0].isupper() and p.parent.name == "images"):
+        dls = ImageDataLoaders.from_name_func(
+            pets, get_image_files(pets), label_func=label_func, valid_pct=0.25, seed=0, item_tfms=Resize(8)
         )
-        for _ in dls.train:
-            pass
-        assert set(dls.vocab) <= {parent_label(p) for p in get_image_files(root)}
-    except DataError:
-        pass
+        assert dls.vocab == [False, True]
+        labels = [dls.vocab[y.item()] for _, y in dls.train_ds]
+        names = [p.name for p in dls.datasets.train.items]
+        assert labels == [n[0].isupper() for n in names]
+
+
+def test_a_label_function_that_fails_on_the_name_and_the_path_names_the_item(pets):
+    def broken(x):
+        return x.suffixes_of_the_label  # neither a str nor a Path has this
+
+    with pytest.raises(DataError, match=r"_\d+\.png(.|\n)*broken(.|\n)*the name(.|\n)*the path"):
+        ImageDataLoaders.from_name_func(pets, get_image_files(pets), broken, item_tfms=Resize(8))

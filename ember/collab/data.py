@@ -15,7 +15,9 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from ember.collab.vocab import CollabVocab
+from ember.core.utils import plain
 from ember.data.loaders import DataLoader, DataLoaders
+from ember.data.missing import refuse_missing, warn_missing
 
 __all__ = ["CollabDataLoaders"]
 
@@ -23,8 +25,9 @@ __all__ = ["CollabDataLoaders"]
 class CollabDataLoaders(DataLoaders):
     """Training and validation loaders over a ratings table, with the user and item vocabularies.
 
-    Index 0 of each vocabulary is reserved: users or items seen only in the validation split, or
-    unknown at prediction time, map to it (`ember.collab.learner` says what such rows predict).
+    Index 0 of each vocabulary is reserved, '#na#': missing users or items (with one warning per
+    column), those seen only in the validation split, and those unknown at prediction time map to it
+    (`ember.collab.learner` says what such rows predict). A missing rating is an error.
 
     >>> ratings = pd.DataFrame({"user": [1, 1, 2, 2, 3], "movie": list("abcab"), "rating": [5, 3, 4, 1, 2]})
     >>> dls = CollabDataLoaders.from_df(ratings, valid_pct=0.2, seed=0, bs=2, device="cpu")
@@ -194,28 +197,20 @@ def _check_ratings(df: pd.DataFrame, user: str, item: str, rating: str) -> None:
         raise ValueError(
             f"the ratings table is empty (columns {list(df.columns)}): there is nothing to learn"
         )
-    for col in (user, item):
-        n_na = int(df[col].isna().sum())
-        if n_na:
-            raise ValueError(
-                f"column {col!r} has {n_na} missing value(s) (first at row {df.index[df[col].isna()][0]!r}); "
-                "drop or fill them, e.g. ratings.dropna(subset=[...])"
-            )
+    for col in (user, item):  # a missing id is a category of its own, '#na#' (index 0)
+        warn_missing(col, df[col].isna().to_numpy(), df.index)
     _check_numeric(df, rating)
 
 
 def _check_numeric(df: pd.DataFrame, col: str) -> None:
     missing, values = df[col].isna(), pd.to_numeric(df[col], errors="coerce")
-    if missing.any():
-        raise ValueError(
-            f"rating column {col!r} has {int(missing.sum())} missing value(s) (first at row "
-            f"{df.index[missing][0]!r}); drop or fill them"
-        )
+    fix = f"a rating has no category to fall back on; drop those rows, e.g. df.dropna(subset=[{col!r}])"
+    refuse_missing(col, missing.to_numpy(), df.index, fix)
     bad = values.isna()
     if bad.any():
         raise ValueError(
             f"rating column {col!r} must be numeric: {int(bad.sum())} value(s) are not, the first is "
-            f"{df[col][bad].iloc[0]!r} (at row {df.index[bad][0]!r})"
+            f"{plain(df[col][bad].iloc[0])} (at row {df.index[bad][0]})"
         )
 
 

@@ -9,14 +9,17 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ember.data.missing import NA
+
 __all__ = ["CollabVocab"]
 
-UNKNOWN = "#na#"
-"""The name of the reserved index 0: users or items not seen in the training split."""
+UNKNOWN = NA
+"""The name of the reserved index 0: missing users or items, and those not seen in the training split."""
 
 
 class CollabVocab:
-    """The names of one id column in index order; index 0 is reserved for names not seen in training.
+    """The names of one id column in index order; index 0 is reserved for missing values and names not
+    seen in training.
 
     Names are sorted (or kept in order of first appearance when they cannot be compared), so
     `vocab.items[i]` is the name of embedding row `i`.
@@ -28,7 +31,8 @@ class CollabVocab:
 
     def __init__(self, values: Iterable, column: str) -> None:
         self.column = column
-        uniq = pd.unique(pd.Series(list(values) if not isinstance(values, pd.Series) else values))
+        series = values if isinstance(values, pd.Series) else pd.Series(list(values))
+        uniq = pd.unique(series.dropna())  # missing values are no name: they get index 0
         try:
             uniq = sorted(uniq)
         except TypeError:  # mixed types (ints and strings): keep the order of first appearance
@@ -43,7 +47,8 @@ class CollabVocab:
         return f"CollabVocab({self.column!r}, {len(self) - 1} names + {UNKNOWN})"
 
     def encode(self, values: Iterable | pd.Series) -> Tensor:
-        """Indices of `values`, `(n,)` int64; a name not in the vocabulary gets the reserved index 0."""
+        """Indices of `values`, `(n,)` int64; a missing value or a name not in the vocabulary gets the
+        reserved index 0."""
         values = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
         # get_indexer gives -1 for an unseen name, so +1 sends it to the reserved row 0
         idx = self._index.get_indexer(values) + 1

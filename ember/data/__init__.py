@@ -17,6 +17,7 @@ from ember.data.getters import (
     using_attr,
 )
 from ember.data.loaders import DataLoader, DataLoaders, DeviceLoader
+from ember.data.missing import MissingValuesWarning
 from ember.data.splitters import (
     ColSplitter,
     FuncSplitter,
@@ -42,6 +43,7 @@ __all__ = [
     "FuncSplitter",
     "GrandparentSplitter",
     "IndexSplitter",
+    "MissingValuesWarning",
     "MultiCategoryBlock",
     "Pipeline",
     "RandomSplitter",

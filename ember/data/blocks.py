@@ -11,13 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from ember.core.serial import ConfigError, register_config_type
+from ember.core.utils import plain
 from ember.data.errors import DataError
+from ember.data.missing import NA, is_missing
 from ember.data.transforms import CATEGORY, MULTI_CATEGORY, OTHER, REGRESSION, Transform
 from ember.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
 
 __all__ = ["CategoryBlock", "MultiCategoryBlock", "RegressionBlock", "TransformBlock"]
-
-NA = "#na#"
 
 
 class TransformBlock:
@@ -42,6 +42,11 @@ class TransformBlock:
 
     def setup(self, train_values: Sequence[Any]) -> None:
         """Learn from the training set's raw values (a vocabulary, say); the default learns nothing."""
+
+    def has_missing(self, raw: Any) -> bool:
+        """Whether `raw` holds a missing value this block turns into the category '#na#' (`Datasets`
+        warns about them once per block); blocks without categories have none."""
+        return False
 
     def encode(self, raw: Any) -> Any:
         """The value for one raw input (what the getter returned)."""
@@ -86,7 +91,7 @@ def json_labels(vocab: Sequence[Any], block: str) -> list:
         v = v.item() if hasattr(v, "item") and not isinstance(v, str) else v
         if not isinstance(v, str | int | float | bool):
             raise ConfigError(
-                f"{block}: label {v!r} ({type(v).__name__}) cannot be written to an export file; "
+                f"{block}: label {plain(v)} ({type(v).__name__}) cannot be written to an export file; "
                 "labels must be strings or numbers"
             )
         out.append(v)
@@ -97,7 +102,8 @@ class CategoryBlock(TransformBlock):
     """A single label per item; the vocabulary is learnt from the training set (sorted when `sort`).
 
     `add_na` reserves index 0 for "#na#", which labels unseen in training map to; without it an
-    unseen label is an error naming it.
+    unseen label is an error naming it. Missing labels (None, NaN) in the training set make "#na#" a
+    category of its own, at index 0, which missing labels anywhere map to (see `ember.data.missing`).
     """
 
     kind = CATEGORY
@@ -114,13 +120,20 @@ class CategoryBlock(TransformBlock):
     def setup(self, train_values: Sequence[Any]) -> None:
         if self._fixed:
             return
-        labels = list(dict.fromkeys(train_values))  # unique, first-seen order
+        present = [v for v in train_values if not is_missing(v)]
+        labels = [v for v in dict.fromkeys(present) if v != NA]  # unique, first-seen order
         if self.sort:
             labels = sorted(labels, key=lambda v: (str(type(v)), v))
-        self.vocab = [NA, *labels] if self.add_na else labels
+        with_na = self.add_na or len(present) < len(train_values)
+        self.vocab = [NA, *labels] if with_na else labels
         self._index = {v: i for i, v in enumerate(self.vocab)}
 
+    def has_missing(self, raw: Any) -> bool:
+        return is_missing(raw)
+
     def encode(self, raw: Any) -> Tensor:
+        if is_missing(raw):
+            return torch.tensor(self._na_index(raw))
         i = self._index.get(raw)
         if i is None:
             if self.add_na:
@@ -128,10 +141,19 @@ class CategoryBlock(TransformBlock):
             else:
                 shown = self.vocab[:10] + (["..."] if len(self.vocab) > 10 else [])
                 raise DataError(
-                    f"label {raw!r} is not in the vocabulary {shown} (it may be only in the validation set); "
-                    "use CategoryBlock(add_na=True) to map unseen labels to '#na#', or fix the label"
+                    f"label {plain(raw)} is not in the vocabulary {plain(shown)} (it may be only in the "
+                    "validation set); use CategoryBlock(add_na=True) to map unseen labels to '#na#', or fix "
+                    "the label"
                 )
         return torch.tensor(i)
+
+    def _na_index(self, raw: Any) -> int:
+        if NA not in self._index:
+            raise DataError(
+                f"missing label ({raw}) where the training labels have none, so there is no '#na#' category "
+                "for it; fill the label, or pass CategoryBlock(add_na=True) to keep a '#na#' category"
+            )
+        return self._index[NA]
 
     def decode(self, value: Any) -> Any:
         return self.vocab[int(value)]
@@ -154,7 +176,8 @@ class MultiCategoryBlock(TransformBlock):
     """Several labels per item, encoded one-hot as a float tensor `(n_labels,)`.
 
     The getter returns a list of labels (or a delimited string split by `ColReader(label_delim=...)`);
-    with `encoded=True` it already returns the one-hot vector and `vocab` names its columns.
+    with `encoded=True` it already returns the one-hot vector and `vocab` names its columns. A missing
+    value in place of the list means no labels; a missing label inside a list becomes the label "#na#".
     """
 
     kind = MULTI_CATEGORY
@@ -171,9 +194,13 @@ class MultiCategoryBlock(TransformBlock):
             if self.encoded and not self.vocab and train_values:
                 self.vocab = list(range(len(train_values[0])))
             return
-        labels = sorted({lbl for labels in train_values for lbl in _as_list(labels)}, key=str)
-        self.vocab = labels
+        labels = sorted({lbl for labels in train_values for lbl in _as_list(labels)} - {NA}, key=str)
+        na = self.add_na or any(self.has_missing(v) for v in train_values)
+        self.vocab = [NA, *labels] if na else labels
         self._index = {v: i for i, v in enumerate(self.vocab)}
+
+    def has_missing(self, raw: Any) -> bool:
+        return not self.encoded and NA in _as_list(raw)
 
     def encode(self, raw: Any) -> Tensor:
         if self.encoded:
@@ -183,7 +210,8 @@ class MultiCategoryBlock(TransformBlock):
             i = self._index.get(lbl)
             if i is None:
                 raise DataError(
-                    f"label {lbl!r} of item labels {raw!r} is not in the vocabulary {self.vocab[:10]}"
+                    f"label {plain(lbl)} of item labels {plain(raw)} is not in the vocabulary "
+                    f"{plain(self.vocab[:10])}"
                 )
             out[i] = 1.0
         return out
@@ -207,9 +235,11 @@ class MultiCategoryBlock(TransformBlock):
 
 
 def _as_list(labels: Any) -> list:
-    if labels is None or (isinstance(labels, float) and labels != labels):  # None or NaN: no labels
+    """The labels of one item: a missing value is no labels, a missing label in a list is '#na#'."""
+    if is_missing(labels):
         return []
-    return [labels] if isinstance(labels, str) else list(labels)
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    return [NA if is_missing(lbl) else lbl for lbl in labels]
 
 
 class RegressionBlock(TransformBlock):
@@ -231,8 +261,8 @@ class RegressionBlock(TransformBlock):
             return torch.as_tensor(raw, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError) as e:
             raise DataError(
-                f"RegressionBlock: target {raw!r} is not a number (or list of numbers); fix the value or "
-                "use a CategoryBlock for labels"
+                f"RegressionBlock: target {plain(raw)} is not a number (or list of numbers); fix the value "
+                "or use a CategoryBlock for labels"
             ) from e
 
     def encode(self, raw: Any) -> Tensor:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ember.core.utils import plain
 from ember.data.blocks import TransformBlock
 from ember.data.errors import DataError
+from ember.data.getters import ColReader
+from ember.data.missing import warn_missing
 from ember.data.transforms import Pipeline
 
 __all__ = ["Datasets", "DatasetSplit", "TfmdDataset"]
@@ -23,11 +27,11 @@ def _call(what: str, f: Callable, o: Any, i: int) -> Any:
     try:
         return f(o)
     except DataError as e:
-        e.add_note(f"(while {what} item {i}: {o!r})")
+        e.add_note(f"(while {what} item {i}: {plain(o)})")
         raise
     except Exception as e:
         name = getattr(f, "__name__", type(f).__name__)
-        raise DataError(f"{what} item {i} ({o!r}) failed in {name}: {type(e).__name__}: {e}") from e
+        raise DataError(f"{what} item {i} ({plain(o)}) failed in {name}: {type(e).__name__}: {e}") from e
 
 
 class Datasets:
@@ -60,6 +64,9 @@ class Datasets:
         for block, getter in zip(self.blocks, self.getters):
             if type(block).setup is not TransformBlock.setup:  # only blocks that learn need the raw values
                 values = [_call("getting", getter, self.items[i], i) for i in self.splits[0]]
+                rows = [_row_name(self.items[i], i) for i in self.splits[0]]
+                among = f" among the {len(values)} training items"
+                warn_missing(_column_name(getter), [block.has_missing(v) for v in values], rows, among)
                 try:
                     block.setup(values)
                 except DataError as e:
@@ -81,11 +88,23 @@ class Datasets:
             return self.cache[i]
         return tuple(_call("encoding", b.encode, r, i) for b, r in zip(self.blocks, self.raw(i)))
 
-    def fill_cache(self, idxs: Sequence[int]) -> None:
-        """Decode `idxs` once and keep the values, so later epochs skip reading and decoding."""
+    def fill_cache(self, idxs: Sequence[int], n_threads: int = 1) -> None:
+        """Decode `idxs` once and keep the values, so later epochs skip reading and decoding.
+
+        With `n_threads > 1` the items are decoded by that many threads: image decoders release the GIL,
+        so photos decode in parallel (see `ember.data.block.cache_threads` for when that pays).
+        """
         self.cache = self.cache or {}
-        for i in idxs:
-            self.cache[i] = self.encoded(i)
+        todo = [i for i in idxs if i not in self.cache]
+        if n_threads <= 1 or len(todo) < 2:
+            for i in todo:
+                self.cache[i] = self.encoded(i)
+            return
+        pool = ThreadPoolExecutor(n_threads, thread_name_prefix="ember-cache")
+        try:  # map raises the first failing item's DataError here, in item order
+            self.cache.update(zip(todo, pool.map(self.encoded, todo)))
+        finally:
+            pool.shutdown(cancel_futures=True)  # after a failure, decode no more
 
     @property
     def train(self) -> DatasetSplit:
@@ -111,6 +130,20 @@ class Datasets:
 
     def __repr__(self) -> str:
         return f"Datasets(train={len(self.splits[0])}, valid={len(self.splits[1])}, blocks={self.blocks})"
+
+
+def _column_name(getter: Getter) -> str:
+    """What a getter reads, for messages: a `ColReader`'s column(s), else the function's name."""
+    if isinstance(getter, ColReader):
+        return str(getter.cols[0]) if len(getter.cols) == 1 else str(getter.cols)
+    if getter is _identity:
+        return "the items themselves"
+    return getattr(getter, "__name__", type(getter).__name__)
+
+
+def _row_name(item: Any, i: int) -> Any:
+    """A table row's index label (items from a DataFrame are its rows), else the item's position."""
+    return item.name if hasattr(item, "iloc") and hasattr(item, "name") else i
 
 
 class DatasetSplit:
@@ -146,7 +179,7 @@ class TfmdDataset:
             raise
         except Exception as e:
             item = self.split.dsets.items[self.split.idxs[i]]
-            raise DataError(f"item transforms failed on item {item!r}: {type(e).__name__}: {e}") from e
+            raise DataError(f"item transforms failed on item {plain(item)}: {type(e).__name__}: {e}") from e
 
     def __len__(self) -> int:
         return len(self.split)

@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
+from ember.core.utils import new_file_mode
 from ember.data._store import StrPath, archive_dir, build_atomically, data_dir
 from ember.data.builtin import BUILTIN_SCHEME, builtin_data
 from ember.data.errors import DataError, DownloadError
@@ -145,6 +146,7 @@ def download_url(url: str, dest: StrPath, checksum: str | None = None, timeout: 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     part = Path(tmp_name)
     try:
+        os.chmod(fd, new_file_mode())  # mkstemp's 0o600 would keep the file from the user's group
         with os.fdopen(fd, "wb") as f:
             _fetch(url, f, dest, timeout)
         if checksum is not None and (actual := _sha256_mismatch(part, checksum)):

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ember.core.utils import plain
 from ember.data.errors import DataError
 
 __all__ = [
@@ -94,7 +95,7 @@ class RegexLabeller:
         m = self.pat.match(s) if self.match else self.pat.search(s)
         if m is None or not m.groups():
             raise DataError(
-                f"RegexLabeller: pattern {self.pat.pattern!r} does not match {s!r} (from {o!r}); "
+                f"RegexLabeller: pattern {self.pat.pattern!r} does not match {s!r} (from {plain(o)}); "
                 "fix the pattern or remove the file"
             )
         return m.group(1)

@@ -65,11 +65,15 @@ class DeviceLoader:
     def __iter__(self) -> Iterator:
         threads = self._batch_threads()
         for b in self.raw_batches():
-            b = to_device(b, self.device, non_blocking=self.device.type == "cuda")
-            with _torch_threads(threads):
-                for tfm in self.batch_tfms:
-                    b = tfm(b)
-            yield b
+            yield self._ready(b, threads)
+
+    def _ready(self, b: Any, threads: int | None = None) -> Any:
+        """One raw batch moved to the device, with the batch transforms applied."""
+        b = to_device(b, self.device, non_blocking=self.device.type == "cuda")
+        with _torch_threads(threads):
+            for tfm in self.batch_tfms:
+                b = tfm(b)
+        return b
 
     def __len__(self) -> int:
         return len(self.batches)  # type: ignore[arg-type]
@@ -118,7 +122,7 @@ class DataLoader(DeviceLoader):
         self.num_workers, self.collate_fn = num_workers, collate_fn
         self._torch_dl: TorchDataLoader | None = None
         self._torch_settings: tuple = ()
-        self._in_pass = False
+        self._passes = 0  # passes started over the kept torch loader; the latest one owns its workers
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -142,27 +146,38 @@ class DataLoader(DeviceLoader):
 
     def _torch_batches(self) -> Iterator:
         # torch's loader is kept between passes so that its workers persist: starting them again each
-        # epoch costs more than a whole pass of a small data set. A pass started inside another
-        # (`one_batch()` during training) gets workers of its own: the kept ones are busy.
-        if self._in_pass:
-            yield from self._new_torch_loader(persistent=False)
-            return
+        # epoch costs more than a whole pass of a small data set. Each new pass takes the workers over,
+        # also from a pass that never finished: a notebook's traceback or a debugger can keep that
+        # pass's generator alive for good, and waiting for it would start new workers every pass after.
         settings = (self.bs, self.shuffle, self.drop_last, self.num_workers, self.collate_fn, self._pin)
         dl = self._torch_dl
         if dl is None or dl.dataset is not self.dataset or self._torch_settings != settings:
             self._torch_dl, self._torch_settings = self._new_torch_loader(persistent=True), settings
-        self._in_pass = True
-        try:
-            yield from self._torch_dl
-        finally:
-            self._in_pass = False
+        self._passes += 1
+        this_pass = self._passes
+        for b in self._torch_dl:
+            yield b
+            if self._passes != this_pass:  # the workers now serve the newer pass: never mix its batches in
+                raise RuntimeError(
+                    "another pass over this loader started before this one finished and took its workers; "
+                    "finish or drop a pass before starting the next (one_batch() is always safe)"
+                )
+
+    def one_batch(self) -> Any:
+        """The first batch, on the device, transformed. It is read in this process: one batch needs no
+        workers, and a pass in progress (`one_batch()` during training) keeps its own."""
+        if self._sliced():
+            return super().one_batch()
+        for b in self._new_torch_loader(persistent=False, num_workers=0):
+            return self._ready(b)
+        raise ValueError(f"{type(self).__name__} is empty: it yields no batch (check the dataset's length)")
 
     @property
     def _pin(self) -> bool:
         return self.device.type == "cuda"
 
-    def _new_torch_loader(self, persistent: bool) -> TorchDataLoader:
-        nw = self.num_workers
+    def _new_torch_loader(self, persistent: bool, num_workers: int | None = None) -> TorchDataLoader:
+        nw = self.num_workers if num_workers is None else num_workers
         # fork (Linux) gives the workers the dataset, lambdas included, without pickling it
         ctx = "fork" if nw > 0 and sys.platform.startswith("linux") else None
         return TorchDataLoader(

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
+from ember.core.utils import plain
+
 if TYPE_CHECKING:
     from ember.data.block import DataBlock
 
@@ -42,15 +44,16 @@ def _step(name: str, f: Callable[[], Any]) -> Any:
     return out
 
 
-def summarize(dblock: DataBlock, source: Any, bs: int = 4) -> None:
-    """Print each step of building one item and one small batch (see `DataBlock.summary`)."""
+def summarize(dblock: DataBlock, source: Any, bs: int = 4, show_batch: bool = False) -> Any:
+    """Print each step of building one item and one small batch (see `DataBlock.summary`); with
+    `show_batch`, draw a batch from the DataBlock's loaders and return the figure."""
     print(f"Collecting items from {describe(source)}")
     items = _step("get_items", lambda: dblock._items(source))
     print(f"Found {len(items)} items")
     dsets = _step("split and set up blocks", lambda: dblock.datasets(source))
     print(f"{len(dsets.train)} training and {len(dsets.valid)} validation items")
     i = dsets.splits[0][0]
-    print(f"\nBuilding one item: {items[i]!r}")
+    print(f"\nBuilding one item: {plain(items[i])}")
     values = []
     for j, (block, getter) in enumerate(zip(dsets.blocks, dsets.getters)):
         role = "input" if j < dsets.n_inp else "target"
@@ -71,3 +74,8 @@ def summarize(dblock: DataBlock, source: Any, bs: int = 4) -> None:
     for t in bpipe.tfms:
         batch = _step(repr(t), lambda t=t, x=batch: t.encodes(x, bpipe.kinds, 0))
     print("\nAll steps passed.")
+    if not show_batch:
+        return None
+    print(f"\nShowing a batch of {n} training items")
+    dls = _step("dataloaders", lambda: dblock.dataloaders(source, bs=n, num_workers=0, cache=False))
+    return _step("show_batch", lambda: dls.show_batch(max_n=n))

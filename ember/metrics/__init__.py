@@ -16,7 +16,7 @@ from ember.metrics.classification import (
     error_rate,
     sweep_thresholds,
 )
-from ember.metrics.core import AccumMetric, AvgMetric, Metric, flatten_check, to_metric
+from ember.metrics.core import AccumMetric, AvgMetric, Metric, check_metrics, flatten_check, to_metric
 from ember.metrics.regression import R2Score, RootMeanMetric, exp_rmspe, mae, mse, msle, rmse
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "ThresholdSweep",
     "accuracy",
     "accuracy_multi",
+    "check_metrics",
     "error_rate",
     "exp_rmspe",
     "flatten_check",

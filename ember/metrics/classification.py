@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-import sklearn.metrics as skm
 import torch
 from torch import Tensor
 
@@ -107,6 +106,28 @@ def sweep_thresholds(
     return ThresholdSweep(threshs, values, float(threshs[i]), float(values[i]))
 
 
+# scikit-learn takes seconds to import, so each of its scores imports it when first called, not with ember.
+def f1_score(y_true: np.ndarray, y_pred: np.ndarray, **kwargs: Any) -> float:
+    """`sklearn.metrics.f1_score`."""
+    import sklearn.metrics as skm
+
+    return skm.f1_score(y_true, y_pred, **kwargs)
+
+
+def precision_score(y_true: np.ndarray, y_pred: np.ndarray, **kwargs: Any) -> float:
+    """`sklearn.metrics.precision_score`."""
+    import sklearn.metrics as skm
+
+    return skm.precision_score(y_true, y_pred, **kwargs)
+
+
+def recall_score(y_true: np.ndarray, y_pred: np.ndarray, **kwargs: Any) -> float:
+    """`sklearn.metrics.recall_score`."""
+    import sklearn.metrics as skm
+
+    return skm.recall_score(y_true, y_pred, **kwargs)
+
+
 class _LabelScore(AccumMetric):
     """A scikit-learn score of predicted labels (the argmax over `axis`) against targets, over the epoch.
 
@@ -127,6 +148,15 @@ class _LabelScore(AccumMetric):
         func = type(self).sk_func
         super().__init__(func, dim_argmax=axis, to_np=True, invert_arg=True, name=func.__name__, **kw)
 
+    def check(self, n_classes: int | None) -> None:
+        """A binary average scores one class against the other: it cannot score three or more."""
+        if self.kwargs["average"] == "binary" and (n_classes or 0) > 2:
+            raise ValueError(
+                f"metric {self.name!r} uses average='binary' (the default), which needs two classes, but "
+                f"the data has {n_classes} classes: pass {type(self).__name__}(average='macro') (each class "
+                "counts the same; or 'weighted' by class size, 'micro' over all items)"
+            )
+
 
 class F1Score(_LabelScore):
     """F1 score over the epoch, from `sklearn.metrics.f1_score`; pass `average="macro"` for many classes.
@@ -134,7 +164,7 @@ class F1Score(_LabelScore):
     >>> learn = Learner(dls, model, CrossEntropyLossFlat(), metrics=F1Score())  # doctest: +SKIP
     """
 
-    sk_func = staticmethod(skm.f1_score)
+    sk_func = staticmethod(f1_score)
 
 
 class Precision(_LabelScore):
@@ -144,7 +174,7 @@ class Precision(_LabelScore):
     'precision_score'
     """
 
-    sk_func = staticmethod(skm.precision_score)
+    sk_func = staticmethod(precision_score)
 
 
 class Recall(_LabelScore):
@@ -154,7 +184,7 @@ class Recall(_LabelScore):
     'recall_score'
     """
 
-    sk_func = staticmethod(skm.recall_score)
+    sk_func = staticmethod(recall_score)
 
 
 def _scores(preds: Tensor, axis: int) -> np.ndarray:
@@ -185,6 +215,8 @@ def _roc_auc(preds: Tensor, targs: Tensor, axis: int = -1, **kwargs: Any) -> flo
             stacklevel=2,
         )
         return float("nan")
+    import sklearn.metrics as skm  # here, not with ember: scikit-learn takes seconds to import
+
     return float(skm.roc_auc_score(y_true, _scores(preds, axis), **kwargs))
 
 

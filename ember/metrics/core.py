@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.utils.data import TensorDataset
 
 from ember.core.utils import find_bs
 
-__all__ = ["AccumMetric", "AvgMetric", "Metric", "flatten_check", "func_name", "to_metric"]
+__all__ = ["AccumMetric", "AvgMetric", "Metric", "check_metrics", "flatten_check", "func_name", "to_metric"]
 
 Activation = Literal["no", "softmax", "sigmoid"]
 
@@ -41,6 +42,10 @@ class Metric:
     @property
     def value(self) -> float | None:
         raise NotImplementedError(f"{type(self).__name__} must define the `value` property")
+
+    def check(self, n_classes: int | None) -> None:
+        """Raise, naming the metric and the fix, if it cannot score targets of `n_classes` classes (None:
+        not a classification, or not known). Called by `Learner.fit` before the first batch."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -181,6 +186,29 @@ class AccumMetric(Metric):
         except ValueError as e:  # scikit-learn's messages do not say which metric of the table failed
             raise ValueError(f"metric {self.name!r}: {e}") from e
         return float(res)
+
+
+def n_classes_of(dls: Any) -> int | None:
+    """The number of target classes: the loaders' `c` (DataBlock loaders, from the vocabulary), else the
+    largest integer target of a validation `TensorDataset` plus one; None when neither says."""
+    c = getattr(dls, "c", None)
+    if c is not None:
+        return c
+    valid_ds = getattr(dls, "valid_ds", None) if len(dls) > 1 else None
+    if isinstance(valid_ds, TensorDataset) and len(valid_ds) and not valid_ds.tensors[-1].is_floating_point():
+        return int(valid_ds.tensors[-1].max()) + 1
+    return None
+
+
+def check_metrics(metrics: list[Metric], dls: Any) -> None:
+    """Check each metric against the targets of `dls` before training, so that a mismatch (a binary F1
+    on ten classes) stops the fit before its first batch rather than at its first validation.
+
+    >>> check_metrics([F1Score(average="macro")], dls)  # doctest: +SKIP
+    """
+    n_classes = n_classes_of(dls)
+    for m in metrics:
+        m.check(n_classes)
 
 
 def to_metric(m: Metric | Callable) -> Metric:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
-import sklearn.metrics as skm
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -76,6 +77,13 @@ exp_rmspe = RootMeanMetric(_sq_pct_err_of_exp, name="exp_rmspe")
 the Rossmann competition), over the whole epoch: `metrics=exp_rmspe`."""
 
 
+def r2_score(y_true: np.ndarray, y_pred: np.ndarray, **kwargs: Any) -> float:
+    """`sklearn.metrics.r2_score`, imported when first called: scikit-learn takes seconds to import."""
+    import sklearn.metrics as skm
+
+    return skm.r2_score(y_true, y_pred, **kwargs)
+
+
 class R2Score(AccumMetric):
     """Coefficient of determination over the epoch, from `sklearn.metrics.r2_score`.
 
@@ -83,6 +91,4 @@ class R2Score(AccumMetric):
     """
 
     def __init__(self, sample_weight: Sequence[float] | None = None) -> None:
-        super().__init__(
-            skm.r2_score, to_np=True, invert_arg=True, name="r2_score", sample_weight=sample_weight
-        )
+        super().__init__(r2_score, to_np=True, invert_arg=True, name="r2_score", sample_weight=sample_weight)

@@ -6,9 +6,8 @@ import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -16,7 +15,7 @@ from ember.core.serial import ConfigError, register_config_type
 from ember.data.block import DataBlock, TfmdDataLoaders
 from ember.data.blocks import CategoryBlock, MultiCategoryBlock, TransformBlock, json_labels
 from ember.data.errors import DataError
-from ember.data.getters import ColReader, RegexLabeller, get_image_files, parent_label, using_attr
+from ember.data.getters import ColReader, RegexLabeller, get_image_files, parent_label
 from ember.data.splitters import ColSplitter, GrandparentSplitter, RandomSplitter
 from ember.data.transforms import IMAGE, MASK, POINTS, Transform
 from ember.losses import CrossEntropyLossFlat, MSELossFlat
@@ -24,6 +23,9 @@ from ember.vision.augment import IntToFloatTensor, ToTensor
 from ember.vision.core import PILImage, PILImageBW, PILMask, show_image, show_mask, show_points
 
 __all__ = ["ImageBlock", "ImageDataLoaders", "MaskBlock", "PointBlock", "SegmentationDataLoaders"]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Tfms = Transform | Sequence[Transform] | None
 
@@ -202,20 +204,32 @@ class ImageDataLoaders(TfmdDataLoaders):
         cls,
         path: str | os.PathLike,
         fnames: Sequence[Any],
-        label_func: Callable[[str], Any],
+        label_func: Callable[[str], Any] | Callable[[Path], Any],
         valid_pct: float = 0.2,
         seed: int | None = None,
         item_tfms: Tfms = None,
         batch_tfms: Tfms = None,
         **kwargs: Any,
     ) -> ImageDataLoaders:
-        """Labels from `label_func(file_name)` (the name only, e.g. 'Abyssinian_1.jpg').
+        """Labels from `label_func` of each file's name (a str, e.g. 'Abyssinian_1.jpg'), as the book
+        writes it, or of its `Path`, as the course notes write it (`item.name`, `.stem`, `.parent`).
 
-        >>> def is_cat(x): return x[0].isupper()
+        Which one is decided once, on the first item: the name is tried first; if that raises an
+        AttributeError or TypeError, the Path is tried, and whichever works is used for every item.
+        A function that fails both ways is an error naming the item and both failures.
+
+        >>> def is_cat(x): return x[0].isupper()  # the name
+        >>> def is_cat(item): return item.name[0].isupper()  # or the path
         >>> dls = ImageDataLoaders.from_name_func(path, fnames, is_cat, item_tfms=Resize(224))
         """
-        named = using_attr(label_func, "name")
-        return cls.from_path_func(path, fnames, named, valid_pct, seed, item_tfms, batch_tfms, **kwargs)
+        dblock = DataBlock(
+            blocks=(ImageBlock, CategoryBlock),
+            splitter=RandomSplitter(valid_pct, seed),
+            get_y=NameOrPathLabel(label_func),
+            item_tfms=item_tfms,
+            batch_tfms=batch_tfms,
+        )
+        return cls._build(dblock, list(fnames), path, **kwargs)
 
     @classmethod
     def from_name_re(
@@ -273,6 +287,8 @@ class ImageDataLoaders(TfmdDataLoaders):
         csv = Path(path) / csv_fname
         if not csv.exists():
             raise DataError(f"from_csv: no file {csv}; give csv_fname relative to {path}")
+        import pandas as pd  # here: `load_learner` imports this module, and predicting needs no pandas
+
         df = pd.read_csv(csv, header=header, **({} if delimiter is None else {"delimiter": delimiter}))
         return cls.from_df(df, path=path, **kwargs)
 
@@ -303,6 +319,38 @@ class ImageDataLoaders(TfmdDataLoaders):
             batch_tfms=batch_tfms,
         )
         return cls._build(dblock, list(range(len(fnames))), path, **kwargs)
+
+
+class NameOrPathLabel:
+    """`label_func` of a file's name, or of its Path when it was written for one: decided on the first
+    item and then kept (`takes` is "name" or "path" once decided). See `ImageDataLoaders.from_name_func`.
+
+    >>> NameOrPathLabel(lambda item: item.stem)("images/cat_1.jpg"), NameOrPathLabel(str.upper)("a/b.jpg")
+    ('cat_1', 'B.JPG')
+    """
+
+    def __init__(self, label_func: Callable[[Any], Any]) -> None:
+        self.label_func, self.takes = label_func, None
+        self.__name__ = getattr(label_func, "__name__", type(label_func).__name__)  # names it in errors
+
+    def __call__(self, o: str | os.PathLike) -> Any:
+        path = Path(o)
+        if self.takes == "name":
+            return self.label_func(path.name)
+        if self.takes == "path":
+            return self.label_func(path)
+        try:
+            label, self.takes = self.label_func(path.name), "name"
+        except (AttributeError, TypeError) as on_name:
+            try:
+                label, self.takes = self.label_func(path), "path"
+            except Exception as on_path:  # `_call` turns this into a DataError naming the item
+                raise TypeError(
+                    f"label function {self.__name__} fails on the name {path.name!r} "
+                    f"({type(on_name).__name__}: {on_name}) and on the path ({type(on_path).__name__}: "
+                    f"{on_path}); it must take one of them"
+                ) from on_path
+        return label
 
 
 def _check_cols(df: pd.DataFrame, cols: Sequence[int | str]) -> None:
