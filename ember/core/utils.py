@@ -52,6 +52,20 @@ def listify(o: Any) -> list:
     return [o]
 
 
+def plain(o: Any) -> str:
+    """`o` as an error message shows it: paths and NumPy numbers as they print, anything else as its repr.
+
+    >>> plain(Path("empty_dir")), plain(np.int64(11737)), plain("cat"), plain((Path("a.png"), 3))
+    ('empty_dir', '11737', "'cat'", '(a.png, 3)')
+    """
+    if isinstance(o, os.PathLike | np.generic):  # not PosixPath('empty_dir'), np.int64(11737)
+        return str(o)
+    if isinstance(o, list | tuple) and len(o) <= 20:
+        inner = ", ".join(plain(v) for v in o) + ("," if isinstance(o, tuple) and len(o) == 1 else "")
+        return f"[{inner}]" if isinstance(o, list) else f"({inner})"
+    return repr(o)
+
+
 def _apply(f: Callable[[torch.Tensor], Any], o: Any) -> Any:
     """Apply `f` to every tensor in a nest of tuples, lists and dicts."""
     if isinstance(o, torch.Tensor):
@@ -89,11 +103,20 @@ def find_bs(o: Any) -> int:
     raise ValueError("find_bs: the batch holds no tensor, so its size cannot be found")
 
 
+def new_file_mode() -> int:
+    """The mode `open(path, "w")` gives a new file, 0o666 less the umask: what a file written under a
+    temporary name (`tempfile.mkstemp` makes it 0o600) is given before it is renamed into place."""
+    mask = os.umask(0o022)  # reading the umask means setting it, so it is set straight back (as pip does)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Write a file under a temporary name in the same folder, then rename it into place.
 
-    A crash mid-write leaves the previous file untouched and no partial file behind.
+    A crash mid-write leaves the previous file untouched and no partial file behind. The file gets the
+    mode a plain `open(path, "w")` would give it (0o666 less the umask), not the temporary file's 0o600.
 
     >>> with atomic_write("model.safetensors") as f:  # doctest: +SKIP
     ...     f.write(data)
@@ -102,6 +125,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(fd, new_file_mode())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
-from torchvision import models as tvm
-from torchvision.models import WeightsEnum
 
 from ember.models.registry import create_model, register_model
 from ember.models.weights import WeightSource
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 __all__ = [
     "resnet18",
@@ -33,11 +35,25 @@ __all__ = [
 def torchvision_weights(*choices: WeightsEnum) -> WeightSource:
     """A `WeightSource` for torchvision weight files, the preferred one first.
 
-    >>> torchvision_weights(tvm.ResNet18_Weights.IMAGENET1K_V1).files
+    >>> from torchvision.models import ResNet18_Weights
+    >>> torchvision_weights(ResNet18_Weights.IMAGENET1K_V1).files
     ('resnet18-f37072fd.pth',)
     """
     files = tuple(w.url.rsplit("/", 1)[-1] for w in choices)
     return WeightSource(files=files, url=choices[0].url)
+
+
+def _torchvision_files(*files: str) -> WeightSource:
+    """What `torchvision_weights` gives for these files of torchvision's, without importing torchvision."""
+    return WeightSource(files=files, url=f"https://download.pytorch.org/models/{files[0]}")
+
+
+def _build_torchvision(name: str) -> nn.Module:
+    """torchvision's `resnet18` & co. with random weights. torchvision is imported here, when a ResNet is
+    built, not with ember: importing it loads its whole model zoo, which takes seconds."""
+    from torchvision import models as tvm
+
+    return getattr(tvm, name)(weights=None)
 
 
 def resnet_split(body: nn.Module) -> list[list[nn.Parameter]]:
@@ -50,12 +66,13 @@ def resnet_split(body: nn.Module) -> list[list[nn.Parameter]]:
 
 # The body is the children up to layer4 (cut=-2 drops avgpool and fc): (bs, 3, h, w) -> (bs, C, h/32, w/32).
 # For 50/101/152 torchvision's V2 weights (better ImageNet accuracy) are preferred; its V1 files load too.
+# The file names are torchvision's `ResNet*_Weights` (tests/test_api.py checks them against torchvision).
 
 
 @register_model(
-    build=partial(tvm.resnet18, weights=None),
+    build=partial(_build_torchvision, "resnet18"),
     n_features=512,
-    weights=torchvision_weights(tvm.ResNet18_Weights.IMAGENET1K_V1),
+    weights=_torchvision_files("resnet18-f37072fd.pth"),
     cut=-2,
     split=resnet_split,
 )
@@ -71,9 +88,9 @@ def resnet18(
 
 
 @register_model(
-    build=partial(tvm.resnet34, weights=None),
+    build=partial(_build_torchvision, "resnet34"),
     n_features=512,
-    weights=torchvision_weights(tvm.ResNet34_Weights.IMAGENET1K_V1),
+    weights=_torchvision_files("resnet34-b627a593.pth"),
     cut=-2,
     split=resnet_split,
 )
@@ -89,9 +106,9 @@ def resnet34(
 
 
 @register_model(
-    build=partial(tvm.resnet50, weights=None),
+    build=partial(_build_torchvision, "resnet50"),
     n_features=2048,
-    weights=torchvision_weights(tvm.ResNet50_Weights.IMAGENET1K_V2, tvm.ResNet50_Weights.IMAGENET1K_V1),
+    weights=_torchvision_files("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"),
     cut=-2,
     split=resnet_split,
 )
@@ -107,9 +124,9 @@ def resnet50(
 
 
 @register_model(
-    build=partial(tvm.resnet101, weights=None),
+    build=partial(_build_torchvision, "resnet101"),
     n_features=2048,
-    weights=torchvision_weights(tvm.ResNet101_Weights.IMAGENET1K_V2, tvm.ResNet101_Weights.IMAGENET1K_V1),
+    weights=_torchvision_files("resnet101-cd907fc2.pth", "resnet101-63fe2227.pth"),
     cut=-2,
     split=resnet_split,
 )
@@ -125,9 +142,9 @@ def resnet101(
 
 
 @register_model(
-    build=partial(tvm.resnet152, weights=None),
+    build=partial(_build_torchvision, "resnet152"),
     n_features=2048,
-    weights=torchvision_weights(tvm.ResNet152_Weights.IMAGENET1K_V2, tvm.ResNet152_Weights.IMAGENET1K_V1),
+    weights=_torchvision_files("resnet152-f82ba261.pth", "resnet152-394f9c45.pth"),
     cut=-2,
     split=resnet_split,
 )

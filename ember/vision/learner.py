@@ -121,7 +121,6 @@ def vision_learner(
     ps: float = 0.5,
     first_bn: bool = True,
     bn_final: bool = False,
-    lr_mult: float = 10,
     y_range: tuple[float, float] | None = None,
     n_in: int = 3,
     channels_last: bool = True,
@@ -132,7 +131,8 @@ def vision_learner(
     `n_out` defaults to what the data's target needs (`dls.c`), the loss to its block's. A pretrained
     learner starts frozen (only the head and BatchNorm layers train); `fine_tune` unfreezes it. The
     model's normalisation is added to the data when `normalize` and the data has none.
-    `lr_mult` is accepted for the course's signature; discriminative rates come from `slice(lo, hi)`.
+    Discriminative learning rates come from `fine_tune(lr_mult=...)` or a `slice(lo, hi)` learning rate
+    (vision_learner takes no `lr_mult`: the ratio between the groups' rates is fine_tune's).
     `channels_last` trains in channels-last layout (`learn.to_channelslast()`), which makes convolutions
     faster on CPUs (oneDNN) and GPUs; `learn.to_contiguous()` undoes it.
     """
