@@ -48,7 +48,9 @@ def mlp(n_in: int = 2, n_out: int = 3, bn: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def tmp_cwd(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder: a learner writes exports, reports and checkpoints to the
+    working folder by default, and none of that may land in the checkout."""
     monkeypatch.chdir(tmp_path)
     return tmp_path

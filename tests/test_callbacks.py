@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import warnings
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from conftest import blobs_dls, linear_dls, mlp
 from torch import nn
 
 from ember.basics import (
+    SGD,
     Callback,
     CrossEntropyLossFlat,
     CSVLogger,
@@ -102,20 +102,28 @@ def test_csv_logger_writes_a_row_per_epoch_and_can_append(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_gradient_clip_bounds_the_gradient_norm_seen_by_the_optimizer():
-    norms = []
+def grad_norm(model: nn.Module) -> float:
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
 
-    class Norm(Callback):
-        order = 30
 
-        def after_backward(self):
-            grads = [p.grad for p in self.learn.model.parameters()]
-            norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+class NormSpy(Callback):
+    """Records the gradients' global norm at its `order` in after_backward."""
 
-    dls = linear_dls(n=64)
-    learn = Learner(dls, nn.Linear(1, 1), MSELossFlat(), cbs=[GradientClip(0.1), Norm()], quiet=True)
+    def __init__(self, order: int):
+        self.order, self.norms = order, []
+
+    def after_backward(self):
+        self.norms.append(grad_norm(self.learn.model))
+
+
+def test_gradient_clip_brings_a_larger_gradient_norm_down_to_the_clip():
+    before, after = NormSpy(order=15), NormSpy(order=30)  # GradientClip runs at order 20
+    learn = Learner(
+        linear_dls(n=64), nn.Linear(1, 1), MSELossFlat(), cbs=[GradientClip(0.1), before, after], quiet=True
+    )
     learn.fit(1, lr=1e-3)
-    assert max(norms) <= 0.1 + 1e-6
+    assert min(before.norms) > 1.0  # the control: unclipped, every norm is well over the clip
+    assert after.norms == pytest.approx([0.1] * len(before.norms), rel=1e-5)
 
 
 def test_gradient_accumulation_over_two_batches_equals_one_batch_twice_as_big():
@@ -154,47 +162,125 @@ def test_a_nan_loss_stops_training_and_says_which_batch():
     assert learn.recorder.values == []  # stopped inside the first epoch
 
 
-def test_to_fp16_on_a_cpu_trains_in_bfloat16_and_says_so():
-    learn = Learner(blobs_dls(), mlp(), CrossEntropyLossFlat(), metrics=accuracy, quiet=True).to_fp16()
-    dtypes = []
-
-    class Spy(Callback):
-        def after_pred(self):
-            dtypes.append(self.learn.pred.dtype)
-
-    with pytest.warns(UserWarning, match="bfloat16"):
-        learn.fit_one_cycle(2, 1e-2, cbs=Spy())
-    assert set(dtypes) == {torch.bfloat16}
-    assert learn.recorder.value("accuracy") > 0.9
-    assert learn.grad_scaler is None
-    learn.to_fp32()
-    dtypes.clear()
-    learn.fit(1, cbs=Spy())
-    assert set(dtypes) == {torch.float32}
+# ---- the gradient scaler, on the CPU ---------------------------------------------------------------
+# float16 autocast needs CUDA, but a GradScaler's logic (scale the loss, unscale the gradients, skip a
+# step whose gradients overflowed, halve the scale) runs on the CPU. `CPUScaler` installs one after
+# MixedPrecision's own setup (order 10), so the loop's scaler path runs here with bfloat16 autocast.
 
 
-def test_to_bf16_trains_without_warnings():
-    learn = Learner(blobs_dls(), mlp(), CrossEntropyLossFlat(), metrics=accuracy, quiet=True).to_bf16()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        learn.fit_one_cycle(2, 1e-2)
-    assert learn.recorder.value("accuracy") > 0.9
+class CountingScaler(torch.amp.GradScaler):
+    """A GradScaler that counts its unscale_ and step calls."""
+
+    def __init__(self, **kwargs):
+        super().__init__("cpu", **kwargs)
+        self.calls = {"unscale_": 0, "step": 0}
+
+    def unscale_(self, optimizer):
+        self.calls["unscale_"] += 1
+        return super().unscale_(optimizer)
+
+    def step(self, optimizer, *args, **kwargs):
+        self.calls["step"] += 1
+        return super().step(optimizer, *args, **kwargs)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_to_fp16_on_cuda_uses_float16_and_a_grad_scaler():
-    from ember.basics import DataLoaders
+class CPUScaler(Callback):
+    order = 11
 
-    dls = blobs_dls()
-    dls = DataLoaders(dls.train, dls.valid, device="cuda")
-    learn = Learner(dls, mlp(), CrossEntropyLossFlat(), metrics=accuracy, quiet=True).to_fp16()
-    seen = []
+    def __init__(self, init_scale: float = 2.0**10):
+        # growth_interval: the scale never grows during these short fits
+        self.scaler = CountingScaler(init_scale=init_scale, growth_interval=10_000)
 
-    class Spy(Callback):
-        def after_pred(self):
-            seen.append((self.learn.pred.dtype, self.learn.grad_scaler is not None))
+    def before_fit(self):
+        self.learn.grad_scaler = self.scaler
 
-    learn.fit_one_cycle(2, 1e-2, cbs=Spy())
-    assert (torch.float16, True) in seen
-    assert learn.recorder.value("accuracy") > 0.9
+
+class Overflow(Callback):
+    """Puts an inf into one gradient at training batch `at`: before GradientAccumulation (order 5) can
+    cancel the batch and before MixedPrecision (10) unscales."""
+
+    order = 4
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def after_backward(self):
+        if self.learn.train_iter == self.at:
+            self.learn.model.weight.grad[0, 0] = float("inf")
+
+
+class StepSpy(Callback):
+    """Per training batch that reached the step: did the weights move, the step's size, the scale after."""
+
+    order = 90
+
+    def __init__(self):
+        self.moved, self.step_norms, self.scales = [], [], []
+
+    def before_batch(self):
+        self.before = [p.detach().clone() for p in self.learn.model.parameters()]
+
+    def after_step(self):
+        deltas = [p.detach() - b for p, b in zip(self.learn.model.parameters(), self.before, strict=True)]
+        self.moved.append(any(bool(d.ne(0).any()) for d in deltas))
+        self.step_norms.append(torch.linalg.vector_norm(torch.stack([d.norm() for d in deltas])).item())
+        scaler = self.learn.grad_scaler
+        self.scales.append(scaler.get_scale() if scaler is not None else None)
+
+
+def scaled_learner(n: int, cbs, **kwargs) -> Learner:
+    torch.manual_seed(0)
+    dls = linear_dls(n=n, bs=32)  # 0.8 * n / 32 training batches
+    return Learner(dls, nn.Linear(1, 1), MSELossFlat(), opt_func=SGD, cbs=cbs, quiet=True, **kwargs).to_bf16()
+
+
+def test_a_gradient_overflow_skips_the_step_and_halves_the_loss_scale():
+    spy = StepSpy()
+    learn = scaled_learner(160, [CPUScaler(), Overflow(at=1), spy], lr=0.1)  # 4 batches
+    learn.fit(1)
+    assert spy.moved == [True, False, True, True]
+    assert spy.scales == [1024.0, 512.0, 512.0, 512.0]
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+def test_the_gradients_are_unscaled_before_clipping():
+    true_norms = []
+
+    class TrueNorm(Callback):
+        """The float32 gradient norm of this batch, computed apart from the loop, before the clip."""
+
+        order = 15
+
+        def after_backward(self):
+            ref = nn.Linear(1, 1)
+            ref.load_state_dict(self.learn.model.state_dict())
+            nn.functional.mse_loss(ref(*self.learn.xb), *self.learn.yb).backward()
+            true_norms.append((grad_norm(ref), grad_norm(self.learn.model)))
+
+    spy = StepSpy()
+    learn = scaled_learner(160, [CPUScaler(), TrueNorm(), GradientClip(0.1), spy], lr=1.0)
+    learn.fit(1)
+    for ref, seen in true_norms:  # what the clip sees is the true norm (bfloat16 forward: 2% apart)
+        assert seen == pytest.approx(ref, rel=0.02) and ref > 1.0  # and the clip has something to do
+    # SGD at lr 1 moves the weights by the clipped gradient: its norm is the clip, not clip / scale
+    assert spy.step_norms == pytest.approx([0.1] * 4, rel=1e-4)
+
+
+def test_the_scaler_steps_and_unscales_once_per_accumulation_and_catches_an_earlier_overflow():
+    def run(cbs):
+        spy = StepSpy()
+        learn = scaled_learner(320, [GradientAccumulation(n_acc=64), *cbs, spy], lr=0.1)  # 8 batches
+        learn.fit(1)
+        return learn.model.weight.detach().clone(), spy
+
+    plain, _ = run([])
+    scaler = CPUScaler()
+    scaled, spy = run([scaler])
+    assert scaler.scaler.calls == {"unscale_": 4, "step": 4}  # 8 batches of 32, one step per 64 samples
+    # scaling by a power of two is exact: unscaled once, the sum is the unscaled run's to the bit
+    assert torch.equal(scaled, plain)
+    # an inf in the first batch of a pair reaches the pair's step, which is skipped
+    overflow = CPUScaler()
+    _, spy = run([overflow, Overflow(at=2)])
+    assert spy.moved == [True, False, True, True]
+    assert spy.scales == [1024.0, 512.0, 512.0, 512.0]

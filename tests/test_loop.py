@@ -59,7 +59,7 @@ def test_events_come_in_the_documented_order_for_one_batch():
     batch = ["before_batch", "after_pred", "after_loss"]
     train_batch = [*batch, "before_backward", "after_backward", "after_step", "after_batch"]
     expected = ["before_fit", "before_epoch", "before_train", *train_batch, "after_train", "before_validate"]
-    expected += [*batch, "after_batch", "after_validate", "after_epoch", "after_fit"]
+    expected += [*batch, "after_batch", "after_validate", "after_epoch", "after_fit", "cleanup"]
     assert log.seen == expected
 
 
@@ -91,7 +91,7 @@ def test_cancel_fit_runs_after_cancel_fit_and_after_fit_and_stops():
     learn = Learner(linear_dls(n=40), nn.Linear(1, 1), MSELossFlat(), cbs=[StopAtEpoch1(), log], quiet=True)
     learn.fit(5)
     assert log.seen.count("before_epoch") == 2
-    assert log.seen[-2:] == ["after_cancel_fit", "after_fit"]
+    assert log.seen[-3:] == ["after_cancel_fit", "after_fit", "cleanup"]
     assert len(learn.recorder.values) == 1
 
 

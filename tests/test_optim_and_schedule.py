@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from functools import partial
 
 import pytest
 import torch
-from conftest import blobs_dls, linear_dls, mlp
+from conftest import blobs_dls, mlp
 from torch import nn
 
-from ember.basics import SGD, Adam, CrossEntropyLossFlat, Learner, MSELossFlat, combined_cos
+from ember.basics import SGD, Adam, Callback, CrossEntropyLossFlat, Learner, combined_cos
 from ember.core.optimizer import get_hyper, lrs_for
 
 
@@ -21,45 +23,130 @@ def three_group_splitter(model: nn.Sequential):
     return [list(model[:1].parameters()), list(model[1:3].parameters()), list(model[3:].parameters())]
 
 
-def test_adam_with_weight_decay_matches_torch_adamw_step_for_step():
+def one_cycle(pos: float, start: float, middle: float, end: float, pct: float) -> float:
+    """The 1cycle formula written out: a half cosine from start to middle over the first `pct` of
+    training, then another from middle to end."""
+    if pos < pct:
+        return start + (middle - start) * (1 - math.cos(math.pi * pos / pct)) / 2
+    return middle + (end - middle) * (1 - math.cos(math.pi * (pos - pct) / (1 - pct))) / 2
+
+
+class BatchTape(Callback):
+    """Keeps every training batch, to replay the same batches through a reference loop."""
+
+    def __init__(self):
+        self.batches = []
+
+    def before_batch(self):
+        if self.learn.training:
+            self.batches.append((self.learn.xb[0].clone(), self.learn.yb[0].clone()))
+
+
+# mlp(): 0 Linear(2, 16), 1 BatchNorm1d(16), 2 ReLU, 3 Linear(16, 3). Written out by hand: the
+# parameters that get weight decay, and those that don't (BatchNorm and biases).
+DECAYED = ["0.weight", "3.weight"]
+UNDECAYED = ["0.bias", "1.weight", "1.bias", "3.bias"]
+
+
+def torch_groups(model: nn.Module, groups: list[tuple[list[str], float]]) -> list[dict]:
+    """torch parameter groups from `(parameter names, weight decay)` pairs."""
+    params = dict(model.named_parameters())
+    return [{"params": [params[n] for n in names], "weight_decay": wd} for names, wd in groups]
+
+
+def replay(model: nn.Module, opt: torch.optim.Optimizer, batches, set_hypers=None) -> None:
+    """The reference training loop: plain PyTorch over the recorded batches."""
+    model.train()
+    for i, (xb, yb) in enumerate(batches):
+        if set_hypers is not None:
+            set_hypers(opt, i)
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def assert_same_weights(ours: nn.Module, ref: nn.Module) -> None:
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+
+
+@pytest.mark.parametrize(
+    "opt_func, wd, reference",
+    [
+        (Adam, 0.0, lambda gs: torch.optim.Adam(gs, lr=0.05, betas=(0.9, 0.99), eps=1e-5)),
+        (Adam, 0.1, lambda gs: torch.optim.AdamW(gs, lr=0.05, betas=(0.9, 0.99), eps=1e-5)),
+        (SGD, 0.1, lambda gs: torch.optim.SGD(gs, lr=0.05)),
+        (partial(SGD, mom=0.9), 0.1, lambda gs: torch.optim.SGD(gs, lr=0.05, momentum=0.9)),
+    ],
+    ids=["adam", "adamw", "sgd", "sgd-momentum"],
+)
+def test_fit_steps_like_the_matching_torch_optimizer(opt_func, wd, reference):
     torch.manual_seed(0)
-    ref = nn.Linear(4, 3)
-    ours = nn.Linear(4, 3)
-    ours.load_state_dict(ref.state_dict())
-    # every parameter decayed, to compare the decoupled decay itself
-    opt_ref = torch.optim.AdamW(ref.parameters(), lr=0.1, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.3)
-    opt = Adam(ours.parameters(), lr=0.1, wd=0.3)
-    x, y = torch.randn(8, 4), torch.randn(8, 3)
-    for _ in range(5):
-        for m, o in ((ref, opt_ref), (ours, opt)):
-            o.zero_grad()
-            nn.functional.mse_loss(m(x), y).backward()
-            o.step()
-    assert torch.allclose(ref.weight, ours.weight) and torch.allclose(ref.bias, ours.bias)
+    model = mlp()
+    ref = copy.deepcopy(model)
+    tape = BatchTape()
+    learn = Learner(blobs_dls(n=200), model, CrossEntropyLossFlat(), opt_func=opt_func, lr=0.05, wd=wd,
+                    cbs=tape, quiet=True)  # fmt: skip
+    learn.fit(2)
+    replay(ref, reference(torch_groups(ref, [(DECAYED, wd), (UNDECAYED, 0.0)])), tape.batches)
+    assert len(tape.batches) == 10
+    assert_same_weights(model, ref)
 
 
-def test_learner_applies_decoupled_weight_decay_only_to_weights_not_bias_or_batchnorm():
-    learn = Learner(blobs_dls(), mlp(), loss_func=CrossEntropyLossFlat(), wd=0.1, quiet=True)
-    learn.create_opt()
-    decays = {}
-    for g in learn.opt.param_groups:
-        for p in g["params"]:
-            decays[id(p)] = g["weight_decay"]
-    names = {id(p): n for n, p in learn.model.named_parameters()}
-    by_name = {names[i]: d for i, d in decays.items()}
-    assert by_name == {
-        "0.weight": 0.1,
-        "0.bias": 0.0,
-        "1.weight": 0.0,
-        "1.bias": 0.0,
-        "3.weight": 0.1,
-        "3.bias": 0.0,
-    }
-    learn_all = Learner(
-        blobs_dls(), mlp(), loss_func=CrossEntropyLossFlat(), wd=0.1, wd_bn_bias=True, quiet=True
-    )
-    learn_all.create_opt()
-    assert all(g["weight_decay"] == 0.1 for g in learn_all.opt.param_groups)
+def test_fit_one_cycle_trains_like_torch_adamw_with_lr_and_beta1_set_by_the_formula():
+    torch.manual_seed(0)
+    model = mlp()
+    ref = copy.deepcopy(model)
+    tape = BatchTape()
+    learn = Learner(blobs_dls(n=400), model, CrossEntropyLossFlat(), splitter=two_group_splitter, wd=0.1,
+                    cbs=tape, quiet=True)  # fmt: skip
+    learn.fit_one_cycle(2, slice(1e-3, 1e-2), pct_start=0.3, div=10, div_final=100)
+    # layer groups: [0, 1] and [3]; each split into its decayed and undecayed parameters
+    groups = [
+        (["0.weight"], 0.1),
+        (["0.bias", "1.weight", "1.bias"], 0.0),
+        (["3.weight"], 0.1),
+        (["3.bias"], 0.0),
+    ]
+    peaks = [1e-3, 1e-3, 1e-2, 1e-2]
+    total = len(tape.batches)
+
+    def set_hypers(opt: torch.optim.Optimizer, i: int) -> None:
+        for g, peak in zip(opt.param_groups, peaks, strict=True):
+            g["lr"] = one_cycle(i / total, peak / 10, peak, peak / 100, 0.3)
+            g["betas"] = (one_cycle(i / total, 0.95, 0.85, 0.95, 0.3), 0.99)  # Learner's default moms
+
+    # ember's Adam is AdamW with its documented defaults: beta2 0.99, eps 1e-5
+    opt = torch.optim.AdamW(torch_groups(ref, groups), lr=0.0, betas=(0.9, 0.99), eps=1e-5)
+    replay(ref, opt, tape.batches, set_hypers)
+    assert total == 20
+    assert_same_weights(model, ref)
+
+
+class EveryKind(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(5, 4)
+        self.conv = nn.Conv1d(4, 4, 1, bias=False)
+        self.bn = nn.BatchNorm1d(4)
+        self.ln = nn.LayerNorm(4)
+        self.gn = nn.GroupNorm(2, 4)
+        self.head = nn.Linear(4, 2)
+        self.attn = nn.MultiheadAttention(4, 1)  # its biases are called in_proj_bias and out_proj.bias
+
+
+def test_weight_decay_skips_norm_layers_and_biases_unless_wd_bn_bias():
+    def decays(**kwargs) -> dict[str, float]:
+        learn = Learner(blobs_dls(), EveryKind(), CrossEntropyLossFlat(), wd=0.1, quiet=True, **kwargs)
+        learn.create_opt()
+        names = {id(p): n for n, p in learn.model.named_parameters()}
+        return {names[id(p)]: g["weight_decay"] for g in learn.opt.param_groups for p in g["params"]}
+
+    decayed = ["emb.weight", "conv.weight", "head.weight", "attn.in_proj_weight", "attn.out_proj.weight"]
+    undecayed = ["bn.weight", "bn.bias", "ln.weight", "ln.bias", "gn.weight", "gn.bias", "head.bias",
+                 "attn.in_proj_bias", "attn.out_proj.bias"]  # fmt: skip
+    assert decays() == {**dict.fromkeys(decayed, 0.1), **dict.fromkeys(undecayed, 0.0)}
+    assert decays(wd_bn_bias=True) == dict.fromkeys(decayed + undecayed, 0.1)
 
 
 def test_adam_default_weight_decay_is_001_and_sgd_has_none():
@@ -105,27 +192,37 @@ def test_freeze_without_train_bn_freezes_batchnorm_too():
     assert not learn.model[1].weight.requires_grad
 
 
-def test_one_cycle_schedule_matches_the_formula_at_chosen_steps():
-    dls = linear_dls(n=320, bs=32)  # 8 training batches per epoch
-    learn = Learner(dls, nn.Linear(1, 1), MSELossFlat(), quiet=True)
-    learn.fit_one_cycle(2, lr_max=1e-2, div=25, div_final=1e5, pct_start=0.25)
-    lrs, moms = learn.recorder.lrs, learn.recorder.moms
-    total = 16
-    assert len(lrs) == total
+class HyperSpy(Callback):
+    """Each training batch's lr and momentum per layer group, as the optimizer holds them for the step."""
 
-    def expected_lr(i: int) -> float:
-        pos = i / total
-        if pos < 0.25:
-            p = pos / 0.25
-            return 1e-2 / 25 + (1 - math.cos(math.pi * p)) / 2 * (1e-2 - 1e-2 / 25)
-        p = (pos - 0.25) / 0.75
-        return 1e-2 + (1 - math.cos(math.pi * p)) / 2 * (1e-2 / 1e5 - 1e-2)
+    order = 61  # after ParamScheduler (60)
 
-    for i in (0, 2, 4, 9, 15):
-        assert lrs[i] == pytest.approx(expected_lr(i), rel=1e-9)
-    assert lrs[0] == pytest.approx(1e-2 / 25) and lrs[4] == pytest.approx(1e-2)
-    assert moms[0] == pytest.approx(0.95) and moms[4] == pytest.approx(0.85)
-    assert moms[15] > moms[8]  # momentum comes back up while the lr anneals
+    def __init__(self):
+        self.lrs, self.moms = [], []
+
+    def before_batch(self):
+        if self.learn.training:
+            self.lrs.append(get_hyper(self.learn.opt, "lr"))
+            self.moms.append(get_hyper(self.learn.opt, "mom"))
+
+
+@pytest.mark.parametrize("opt_func", [Adam, partial(SGD, mom=0.9)], ids=["adam-beta1", "sgd-momentum"])
+def test_one_cycle_sets_each_groups_lr_and_momentum_by_the_formula_at_every_step(opt_func):
+    learn = Learner(blobs_dls(n=400), mlp(), CrossEntropyLossFlat(), opt_func=opt_func,
+                    splitter=three_group_splitter, quiet=True)  # fmt: skip
+    spy = HyperSpy()
+    moms = (0.9, 0.8, 0.7)
+    learn.fit_one_cycle(3, slice(1e-4, 1e-2), div=20, div_final=1e4, pct_start=0.3, moms=moms, cbs=spy)
+    total = 30  # 3 epochs of 10 batches
+    peaks = [1e-4, 1e-3, 1e-2]  # slice(lo, hi): geometric steps from lo (first group) to hi (last)
+    assert len(spy.lrs) == total
+    for i in range(total):
+        assert spy.lrs[i] == pytest.approx([one_cycle(i / total, p / 20, p, p / 1e4, 0.3) for p in peaks]), i
+        assert spy.moms[i] == pytest.approx([one_cycle(i / total, *moms, 0.3)] * 3), i
+    # worked out by hand: the start is peak / div, step 9 (pos 0.3) the peak and the lowest momentum
+    assert spy.lrs[0] == pytest.approx([5e-6, 5e-5, 5e-4]) and spy.lrs[9] == pytest.approx(peaks)
+    assert spy.moms[0] == pytest.approx([0.9] * 3) and spy.moms[9] == pytest.approx([0.8] * 3)
+    assert learn.recorder.lrs == pytest.approx([lrs[-1] for lrs in spy.lrs])
 
 
 def test_combined_cos_meets_its_end_points():
@@ -133,28 +230,9 @@ def test_combined_cos_meets_its_end_points():
     assert f(0) == pytest.approx(1.0) and f(0.3) == pytest.approx(5.0) and f(1.0) == pytest.approx(0.5)
 
 
-def test_one_cycle_with_a_slice_schedules_each_group_to_its_own_peak():
-    learn = Learner(blobs_dls(), mlp(), CrossEntropyLossFlat(), splitter=two_group_splitter, quiet=True)
-    peaks = [0.0, 0.0]
-
-    from ember.basics import Callback
-
-    class Peak(Callback):
-        order = 61
-
-        def before_batch(self):
-            for k, lr in enumerate(get_hyper(self.learn.opt, "lr")):
-                peaks[k] = max(peaks[k], lr)
-
-    learn.fit_one_cycle(2, slice(1e-4, 1e-2), cbs=Peak())
-    assert peaks[0] == pytest.approx(1e-4, rel=0.05) and peaks[1] == pytest.approx(1e-2, rel=0.05)
-
-
 def test_fine_tune_trains_frozen_then_unfrozen_with_discriminative_rates():
     learn = Learner(blobs_dls(), mlp(), CrossEntropyLossFlat(), splitter=two_group_splitter, quiet=True)
     seen = []
-
-    from ember.basics import Callback
 
     class Spy(Callback):
         def before_fit(self):

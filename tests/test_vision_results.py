@@ -46,22 +46,42 @@ def _titles(fig):
     return [ax.get_title() for ax in fig.axes if ax.get_title()]
 
 
-def test_show_results_titles_each_image_with_actual_and_predicted_label_coloured_by_match(files):
+class Constant(torch.nn.Module):
+    """A model whose output is `out` for every image, so the predictions are known without training."""
+
+    def __init__(self, out: list[float]):
+        super().__init__()
+        self.out = torch.tensor(out)
+
+    def forward(self, x):
+        return self.out.expand(len(x), -1)  # (bs, n_out)
+
+
+def _force_head(learn, out: list[float]) -> None:
+    learn.model = Constant(out)
+
+
+def test_show_results_titles_each_image_with_its_target_and_prediction(files):
     learn = _learner(files, (ImageBlock, RegressionBlock), lambda f: float(f.name[0].isupper()))
+    _force_head(learn, [0.25])
+    targets = learn.dls.valid.one_batch()[1]  # show_results draws the first validation batch
     fig = learn.show_results(max_n=4)
-    assert len(_titles(fig)) == 4 and all(len(t.split("\n")) == 2 for t in _titles(fig))
+    assert _titles(fig) == [f"{float(t):.3g}\n0.25" for t in targets[:4]]
     assert all(len(ax.get_images()) == 1 for ax in fig.axes if ax.get_title())
     plt.close(fig)
+
+
+def test_show_results_colours_a_title_green_when_the_prediction_is_right_and_red_otherwise(files):
     dls = ImageDataLoaders.from_name_func(files[0].parent, files, lambda x: x[0].isupper(),
                                           item_tfms=Resize(16), bs=4, num_workers=0, seed=0)  # fmt: skip
     learn = vision_learner(dls, "resnet18", pretrained=False, quiet=True)
-    fig = learn.show_results(max_n=3)
-    colours = {ax.title.get_color() for ax in fig.axes if ax.get_title()}
-    for ax in fig.axes:
-        if ax.get_title():
-            actual, predicted = ax.get_title().split("\n")
-            assert ax.title.get_color() == ("green" if actual == predicted else "red")
-    assert colours <= {"green", "red"}
+    _force_head(learn, [0.0, 5.0])  # always predicts vocab[1], True
+    targets = [dls.vocab[int(t)] for t in dls.valid.one_batch()[1]]
+    expected = [(f"{t}\nTrue", "green" if t is True else "red") for t in targets]
+    assert {c for _, c in expected} == {"green", "red"}  # the batch holds both labels
+    fig = learn.show_results(max_n=9)
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert [(ax.get_title(), ax.title.get_color()) for ax in titled] == expected
     plt.close(fig)
 
 
@@ -69,9 +89,11 @@ def test_show_results_multi_label_lists_the_labels(files):
     learn = _learner(
         files, (ImageBlock, MultiCategoryBlock), lambda f: ["a", "b"] if f.name[0].isupper() else ["c"]
     )
+    _force_head(learn, [5.0, -5.0, 5.0])  # sigmoid > 0.5 for a and c
+    vocab, targets = learn.dls.vocab, learn.dls.valid.one_batch()[1]
+    expected = [";".join(v for v, on in zip(vocab, row, strict=True) if on) + "\na;c" for row in targets[:2]]
     fig = learn.show_results(max_n=2)
-    actual = [t.split("\n")[0] for t in _titles(fig)]
-    assert set(actual) <= {"a;b", "c"}
+    assert _titles(fig) == expected and len(expected) == 2
     plt.close(fig)
 
 

@@ -1,8 +1,12 @@
 """The training loop's events, the `Callback` base class and the cancel exceptions.
 
 Every event is declared once, in `EVENTS`. A callback defining a method that looks like an event
-(`before_*` / `after_*`) but is not one fails when its class is defined, so a misspelt
+(`before_*` / `after_*` / `cleanup*`) but is not one fails when its class is defined, so a misspelt
 `after_bacth` is an error instead of a hook that silently never runs.
+
+`cleanup` is the one event that runs whatever happens: last of all, when `fit`, `validate` or `get_preds`
+ends, also when it ends by an error or a KeyboardInterrupt. A callback undoes there what it set up
+(autocast, a progress bar, lr_find's trial weights), so the learner is usable after any exception.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ EVENTS: tuple[str, ...] = (
     "after_epoch",
     "after_cancel_fit",
     "after_fit",
+    "cleanup",
 )
 
 
@@ -54,7 +59,9 @@ class CancelException(Exception):
 
 
 class CancelBatchException(CancelException):
-    """Skip the rest of this batch (its `after_cancel_batch` and `after_batch` still run)."""
+    """Skip the rest of this batch, the later hooks of the event that raised it included (its
+    `after_cancel_batch` and `after_batch` still run). The wider cancels below are raised only once
+    every hook of their event has run."""
 
 
 class CancelTrainException(CancelException):
@@ -71,6 +78,25 @@ class CancelEpochException(CancelException):
 
 class CancelFitException(CancelException):
     """Stop training (`after_cancel_fit` and `after_fit` still run)."""
+
+
+# From the widest stage to the narrowest: when hooks of one event cancel differently, the widest wins,
+# whatever the order of the callbacks.
+_WIDEST_FIRST = (
+    CancelFitException,
+    CancelEpochException,
+    CancelTrainException,
+    CancelValidException,
+)
+
+
+def widest_cancel(cancels: list[CancelException]) -> CancelException:
+    """The cancel of the widest stage among `cancels` (a fit's cancel beats an epoch's, and so on)."""
+
+    def rank(e: CancelException) -> int:
+        return next((i for i, c in enumerate(_WIDEST_FIRST) if isinstance(e, c)), len(_WIDEST_FIRST))
+
+    return min(cancels, key=rank)
 
 
 def _snake(name: str) -> str:
@@ -94,7 +120,7 @@ class Callback:
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         for attr in vars(cls):
-            if re.match(r"(before|after)_", attr) and attr not in EVENTS:
+            if re.match(r"(before_|after_|cleanup)", attr) and attr not in EVENTS:
                 raise TypeError(
                     f"{cls.__name__}.{attr} looks like an event hook but is not an event. "
                     f"Events are: {', '.join(EVENTS)}"

@@ -33,7 +33,8 @@ SuggestedLRs = Any  # a namedtuple whose fields are the names of the suggestion 
 
 class LRFinder(Callback):
     """Grow the lr exponentially from `start_lr` to `end_lr` over `num_it` batches; stop early when the
-    smoothed loss passes 4x its best (`stop_div`); restore model and optimizer state afterwards."""
+    smoothed loss passes 4x its best (`stop_div`); restore model and optimizer state afterwards, however
+    the run ends (at `cleanup`)."""
 
     order = 55  # after the Recorder has updated the smoothed loss
 
@@ -46,6 +47,7 @@ class LRFinder(Callback):
         # Copies, not references: training changes tensors in place.
         self.model_state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
         self.opt_state = copy.deepcopy(self.learn.opt.state_dict())
+        self.epochs_trained = self.learn.epochs_trained
         self.best = math.inf
 
     def before_batch(self) -> None:
@@ -67,10 +69,12 @@ class LRFinder(Callback):
     def before_validate(self) -> None:
         raise CancelValidException()
 
-    def after_fit(self) -> None:
+    def cleanup(self) -> None:
+        # Also after an error or Ctrl-C: the weights trained at lr ~10 must never stay in the model.
         self.learn.opt.zero_grad(set_to_none=True)
         self.learn.model.load_state_dict(self.model_state)
         self.learn.opt.load_state_dict(self.opt_state)
+        self.learn.epochs_trained = self.epochs_trained
 
 
 def _trim(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> tuple[np.ndarray, np.ndarray]:

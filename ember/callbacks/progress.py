@@ -77,5 +77,5 @@ class ProgressCallback(Callback):
             log = self.learn.recorder.log
             self._print([*log[:-1], _fmt_time(log[-1])])
 
-    def after_fit(self) -> None:
-        self._close_bar()
+    def cleanup(self) -> None:
+        self._close_bar()  # after an error or Ctrl-C too, so no half-drawn bar is left behind

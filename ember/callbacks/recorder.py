@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ember.callbacks.core import Callback
 from ember.callbacks.lr_finder import LRFinder, plot_lr_curve
@@ -16,28 +17,37 @@ __all__ = ["Recorder"]
 
 class Recorder(Callback):
     """Always on. Per training batch: `losses` (smoothed), `lrs`, `moms`. Per epoch: `values` rows of
-    `[train_loss, valid_loss, *metrics]` with `metric_names`, and `times`. These cover the last fit.
+    `[train_loss, valid_loss, *metrics]` with `metric_names`, `log` (the last row, with its epoch and time)
+    and `times`. These cover the last fit.
 
     `history` covers every fit of the learner (fine_tune runs two; lr_find's runs are left out): one dict
     per epoch with `fit` (1, 2, ...), `epoch` (within its fit), `train_loss`, `valid_loss`, each metric
     by name, `time`, the last group's `lr` at the epoch's end, and `frozen` (some parameters not trained).
 
+    `final_metrics` is `{'valid_loss': ..., metric name: ...}` of the last validation pass over the
+    validation set, in training or `validate()`: what `export()` and `report()` show. Passes over other
+    loaders (`validate(ds_idx=0)`) set only `valid_values`, and `get_preds` / `predict` touch neither.
+
     The train loss is an exponential moving average of batch losses (`beta`), debiased, as the course
-    shows it; validation loss and metrics are computed over the whole validation set.
+    shows it; validation loss and metrics are computed over the whole validation set. Batch losses stay
+    on the device until `losses` is read or the training pass ends: no device sync per batch.
 
     >>> learn.fine_tune(2); [(h["fit"], h["valid_loss"]) for h in learn.recorder.history]  # doctest: +SKIP
     """
 
-    order = 50
+    order = -20  # first, so every other callback's after_epoch sees the finished row in `log`
 
     def __init__(self, beta: float = 0.98) -> None:
         self.beta = beta
         self.lrs: list[float] = []
         self.moms: list[float] = []
-        self.losses: list[float] = []
+        self._losses: list[float] = []
+        self._pending: list[Tensor] = []  # batch losses not yet smoothed, on the device
+        self._smooth, self._n = 0.0, 0
         self.values: list[list[float | None]] = []
         self.times: list[float] = []
         self.valid_values: list[float | None] = []
+        self.final_metrics: dict[str, float] = {}
         self.log: list[Any] = []
         self.history: list[dict[str, Any]] = []
         self.n_fits = 0
@@ -47,7 +57,7 @@ class Recorder(Callback):
         return ["epoch", "train_loss", "valid_loss", *(m.name for m in self.learn.metrics), "time"]
 
     def before_fit(self) -> None:
-        self.lrs, self.moms, self.losses, self.values, self.times = [], [], [], [], []
+        self.lrs, self.moms, self._losses, self._pending, self.values, self.times = [], [], [], [], [], []
         self._smooth, self._n = 0.0, 0
         # lr_find's training is undone when it ends: its epochs are not part of the model's history.
         self._in_history = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
@@ -63,7 +73,7 @@ class Recorder(Callback):
 
     def _reset_valid(self) -> None:
         self.valid_values = [None] * (1 + len(self.learn.metrics))
-        self._loss_sum, self._count = torch.zeros((), device=self.learn.dls.device), 0
+        self._valid_losses, self._valid_bs = [], []
         for m in self.learn.metrics:
             m.reset()
 
@@ -72,31 +82,49 @@ class Recorder(Callback):
         if learn.loss is None:  # cancelled before the loss, or a batch without targets
             return
         if learn.training:
-            self._record_train_batch()
+            self._pending.append(learn.loss)
+            group = learn.opt.param_groups[-1]
+            self.lrs.append(group["lr"])
+            self.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
             return
-        bs = find_bs(learn.yb)
-        self._loss_sum = self._loss_sum + learn.loss.float() * bs
-        self._count += bs
+        self._valid_losses.append(learn.loss)
+        self._valid_bs.append(find_bs(learn.yb))
         for m in learn.metrics:
             m.accumulate(learn.pred, *learn.yb)
 
-    def _record_train_batch(self) -> None:
-        self._n += 1
-        self._smooth = self.beta * self._smooth + (1 - self.beta) * self.learn.loss.item()
-        self.losses.append(self._smooth / (1 - self.beta**self._n))
-        group = self.learn.opt.param_groups[-1]
-        self.lrs.append(group["lr"])
-        self.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
+    def after_train(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        """Smooth the batch losses kept on the device: one sync for all of them."""
+        if not self._pending:
+            return
+        raw = torch.stack([loss.float() for loss in self._pending]).tolist()
+        self._pending = []
+        for loss in raw:
+            self._n += 1
+            self._smooth = self.beta * self._smooth + (1 - self.beta) * loss
+            self._losses.append(self._smooth / (1 - self.beta**self._n))
+
+    @property
+    def losses(self) -> list[float]:
+        """The smoothed training loss of each batch of the last fit."""
+        self._flush()
+        return self._losses
 
     @property
     def smooth_loss(self) -> float:
         return self.losses[-1] if self.losses else float("nan")
 
     def after_validate(self) -> None:
-        if self._count == 0:
+        if not self._valid_losses:
             return
-        metrics = [m.value for m in self.learn.metrics]
-        self.valid_values = [(self._loss_sum / self._count).item(), *metrics]
+        bs = torch.tensor(self._valid_bs, device=self._valid_losses[0].device)
+        loss = (torch.stack([loss.float() for loss in self._valid_losses]) * bs).sum() / bs.sum()
+        self.valid_values = [loss.item(), *(m.value for m in self.learn.metrics)]
+        if len(self.learn.dls) > 1 and self.learn.dl is self.learn.dls.valid:
+            names = ["valid_loss", *(m.name for m in self.learn.metrics)]
+            self.final_metrics = {n: float(v) for n, v in zip(names, self.valid_values) if v is not None}
 
     def after_epoch(self) -> None:
         elapsed = time.perf_counter() - self._start

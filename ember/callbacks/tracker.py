@@ -84,8 +84,9 @@ class SaveModelCallback(TrackerCallback):
     """Save the model whenever `monitor` improves (to `fname`) and load that best one after fitting.
 
     `every_epoch=True` (or an int n) saves `fname_{epoch}` every (n-th) epoch instead, each file
-    recording its epoch, so a killed run can resume: `learn.load('model_3')` then
-    `learn.fit_one_cycle(n, lr, start_epoch=learn.epoch + 1)`. `at_end` saves once after fitting.
+    recording its epoch, so a killed run can go on: `learn.load('model_3')` then
+    `learn.fit_one_cycle(n, lr, start_epoch=learn.epoch + 1)` (roughly: for an exact resume, with the
+    random states and history, use `CheckpointCallback`). `at_end` saves once after fitting.
     """
 
     def __init__(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
+from torch import Tensor
 
 from ember.callbacks.core import Callback, CancelBatchException, CancelFitException
 from ember.core.utils import find_bs
@@ -14,24 +14,52 @@ __all__ = ["GradientAccumulation", "GradientClip", "TerminateOnNaN"]
 
 
 class TerminateOnNaN(Callback):
-    """Stop training at the first batch whose loss is NaN or infinite, saying where and what to try."""
+    """Stop training when a batch's loss is NaN or infinite, saying which batch and what to try.
+
+    The losses stay on the device and are checked every `every` training batches (one device sync for
+    all of them, not one per batch), before that batch's backward pass. So training stops at most
+    `every - 1` batches after the bad one, whose index the warning names; the steps taken in between
+    have put NaN into the weights (reload a checkpoint). `every=1` checks each batch (a sync per batch)
+    and stops before the bad loss reaches the weights.
+    """
 
     order = -9
 
-    def after_batch(self) -> None:
+    def __init__(self, every: int = 16) -> None:
+        self.every = every
+        self._pending: list[tuple[int, int, Tensor]] = []  # (epoch, batch, loss) not yet checked
+        self.stopped_at: tuple[int, int] | None = None  # (epoch, batch) whose loss stopped the last fit
+
+    def before_fit(self) -> None:
+        self._pending, self.stopped_at = [], None
+
+    def after_loss(self) -> None:
         learn = self.learn
         if not learn.training or learn.loss is None:
             return
-        loss = learn.loss.item()
-        if math.isfinite(loss):
+        self._pending.append((learn.epoch, learn.iter, learn.loss))
+        if len(self._pending) >= self.every:
+            self._check()
+
+    def after_train(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
             return
+        finite = torch.isfinite(torch.stack([loss.float() for _, _, loss in pending]))
+        if bool(finite.all()):
+            return
+        epoch, batch, loss = pending[int((~finite).nonzero()[0])]
         warnings.warn(
-            f"TerminateOnNaN: the training loss became {loss} at epoch {learn.epoch}, batch {learn.iter}; "
+            f"TerminateOnNaN: the training loss became {loss.item()} at epoch {epoch}, batch {batch}; "
             "training stopped. Try a lower learning rate (run lr_find), GradientClip(), to_fp32() if "
             "you use mixed precision, or check the data for NaN/inf values.",
             RuntimeWarning,
             stacklevel=2,
         )
+        self.stopped_at = (epoch, batch)
         raise CancelFitException()
 
 

@@ -2,5 +2,13 @@
 
 from ember.learner.export import ExportError, NotAnExportError, load_learner, read_export_info
 from ember.learner.learner import Learner
+from ember.learner.resume import CheckpointCallback
 
-__all__ = ["ExportError", "Learner", "NotAnExportError", "load_learner", "read_export_info"]
+__all__ = [
+    "CheckpointCallback",
+    "ExportError",
+    "Learner",
+    "NotAnExportError",
+    "load_learner",
+    "read_export_info",
+]

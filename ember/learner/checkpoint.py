@@ -1,7 +1,8 @@
 """Model and optimizer state in one safetensors file: no pickle, written atomically.
 
 Tensors are stored under `model.<name>` and `opt.<param index>.<state key>`; the optimizer's
-non-tensor state and parameter groups go in the file's JSON metadata.
+non-tensor state and parameter groups go in the file's JSON metadata. A resumable checkpoint
+(`ember.learner.resume`) adds its random states as tensors and its run state as metadata.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save
 
 from ember.core.utils import atomic_write
 
-__all__ = ["load_checkpoint", "model_tensors", "save_checkpoint"]
+__all__ = ["load_checkpoint", "load_state", "model_tensors", "read_checkpoint", "save_checkpoint"]
 
 FORMAT = "ember.checkpoint"
 VERSION = "1"
@@ -53,12 +54,18 @@ def _flatten(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> tuple
 
 
 def save_checkpoint(
-    path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None, epoch: int
+    path: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer | None,
+    epoch: int,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    extra_meta: dict[str, str] | None = None,
 ) -> None:
-    """Write `model` (and `opt`) state to `path` atomically: a crash leaves any older file intact."""
+    """Write `model` (and `opt`) state to `path` atomically: a crash leaves any older file intact.
+    `extra_tensors` and `extra_meta` are stored beside them (a resumable checkpoint's run state)."""
     tensors, meta = _flatten(model, opt)
     meta["epoch"] = str(epoch)
-    data = save(tensors, metadata=meta)
+    data = save(tensors | (extra_tensors or {}), metadata=meta | (extra_meta or {}))
     with atomic_write(path) as f:
         f.write(data)
 
@@ -78,13 +85,33 @@ def _read_meta(path: Path) -> dict[str, str]:
     return meta
 
 
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors (on `device`) and metadata of a checkpoint, after checking it is one."""
+    meta = _read_meta(path)
+    return load_file(str(path), device=str(device)), meta
+
+
 def load_checkpoint(
     path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None, device: torch.device, strict: bool
 ) -> dict[str, Any]:
     """Load what `save_checkpoint` wrote into `model` (and `opt`); returns `{'epoch': int}`."""
-    meta = _read_meta(path)
-    tensors = load_file(str(path), device=str(device))
+    tensors, meta = read_checkpoint(path, device)
+    load_state(path, tensors, meta, model, opt, strict)
+    return {"epoch": int(meta.get("epoch", 0))}
+
+
+def load_state(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, str],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer | None,
+    strict: bool,
+) -> None:
+    """Load a checkpoint read by `read_checkpoint` (from `path`, named in errors) into `model` and `opt`."""
     model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    if strict:
+        _check_same_model(path, model, model_sd)
     model.load_state_dict(model_sd, strict=strict)
     if opt is not None and meta.get("with_opt") != "True":
         warnings.warn(f"{path} holds no optimizer state; only the model was loaded", stacklevel=3)
@@ -97,7 +124,24 @@ def load_checkpoint(
                 "e.g. before/after freeze or with another splitter? load with with_opt=False)"
             )
             raise
-    return {"epoch": int(meta.get("epoch", 0))}
+
+
+def _check_same_model(path: Path, model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Fail, naming the first differences, when `saved` holds other tensors or shapes than `model`."""
+    own = model.state_dict()
+    missing, extra = [k for k in own if k not in saved], [k for k in saved if k not in own]
+    shapes = [f"{k} is {tuple(saved[k].shape)} there and {tuple(v.shape)} here"
+              for k, v in own.items() if k in saved and saved[k].shape != v.shape]  # fmt: skip
+    problems = [
+        *([f"missing from it: {', '.join(missing[:5])}"] if missing else []),
+        *([f"not in this model: {', '.join(extra[:5])}"] if extra else []),
+        *shapes[:5],
+    ]
+    if problems:
+        raise ValueError(
+            f"{path} was saved from another model ({'; '.join(problems)}): build the same architecture "
+            "(and number of classes) as the run that saved it"
+        )
 
 
 def _opt_state(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict:

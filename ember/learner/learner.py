@@ -28,6 +28,7 @@ from ember.callbacks.core import (
     CancelFitException,
     CancelTrainException,
     CancelValidException,
+    widest_cancel,
 )
 from ember.callbacks.lr_finder import LRFinder, LRFindResult, SuggestedLRs, suggest_lrs, valley
 from ember.callbacks.mixed_precision import MixedPrecision
@@ -39,7 +40,8 @@ from ember.core.optimizer import Adam, OptFunc, default_splitter, lrs_for, param
 from ember.core.utils import listify
 from ember.learner.checkpoint import load_checkpoint, save_checkpoint
 from ember.learner.preds import GatherPreds
-from ember.metrics import Metric, to_metric
+from ember.learner.resume import ResumeCallback, checkpoint_file, read_run
+from ember.metrics import Metric, check_metrics, to_metric
 
 __all__ = ["Learner"]
 
@@ -48,6 +50,9 @@ LR = float | slice | Sequence[float]
 
 class Learner:
     """Train `model` on `dls` with `loss_func`, the course's way.
+
+    What it writes (`export`, `report`, `save`) goes under `path`: by default the working folder when
+    the Learner is made, never the data's folder.
 
     >>> learn = Learner(dls, model, loss_func=MSELossFlat(), metrics=rmse)  # doctest: +SKIP
     >>> learn.fit_one_cycle(3, 1e-2)  # doctest: +SKIP
@@ -78,7 +83,10 @@ class Learner:
         self.opt_func, self.lr, self.splitter, self.wd = opt_func, lr, splitter, wd
         self.wd_bn_bias, self.train_bn, self.moms = wd_bn_bias, train_bn, moms
         self.metrics = [to_metric(m) for m in listify(metrics)]
-        self.path = Path(path if path is not None else getattr(dls, "path", "."))
+        # Files (export, report, checkpoints) go to the working folder by default, never into the data's
+        # folder: a data set may be read-only or shared, and is no place for a 20 MB export.
+        self.path = Path(path) if path is not None else Path.cwd()
+        self.quiet = quiet  # no progress output, and no "wrote ..." lines from export and report
         self.model_dir = Path(model_dir)
         # How to rebuild the model without the training script: set by vision_learner, read by export.
         self.model_config: dict[str, Any] | None = None
@@ -87,6 +95,8 @@ class Learner:
         self.opt: torch.optim.Optimizer | None = None
         self.grad_scaler: torch.amp.GradScaler | None = None  # set by MixedPrecision for float16
         self.epoch, self.n_epoch, self.train_iter, self.training = 0, 1, 0, False
+        self.epochs_trained = 0  # over every fit of this learner (fine_tune's two); lr_find's are undone
+        self._in_call = False  # inside fit / validate / get_preds (which may call one another)
         self.cbs: list[Callback] = []
         self.recorder = Recorder()
         self.progress = ProgressCallback(show_table=not quiet, show_bar=not quiet)
@@ -125,24 +135,61 @@ class Learner:
         finally:
             self.remove_cbs(cbs)
 
+    @contextlib.contextmanager
+    def _one_call(self, cbs: Callback | Sequence[Callback] | None) -> Iterator[Learner]:
+        """One `fit`, `validate` or `get_preds` with `cbs` added. However it ends (an error, Ctrl-C), the
+        outermost call emits `cleanup` and the added callbacks go, so the learner is usable again."""
+        outermost, self._in_call = not self._in_call, True
+        try:
+            with self.added_cbs(cbs):
+                try:
+                    yield self
+                finally:
+                    if outermost:
+                        self.training = False
+                        self.model.eval()
+                        self("cleanup")
+        finally:
+            if outermost:
+                self._in_call = False
+
+    @contextlib.contextmanager
+    def removed_cbs(self, cbs: Callback | Sequence[Callback]) -> Iterator[Learner]:
+        """Leave callbacks out for the duration of a `with` block."""
+        cbs = listify(cbs)
+        self.remove_cbs(cbs)
+        try:
+            yield self
+        finally:
+            self.add_cbs(cbs)
+
     def _index_hooks(self) -> None:
         # Resolved once per change of callbacks, so emitting an event is a list walk.
         ordered = sorted(self.cbs, key=lambda cb: cb.order)
         self._hooks = {e: [(cb, getattr(cb, e)) for cb in ordered if hasattr(cb, e)] for e in EVENTS}
 
     def __call__(self, event: str) -> None:
-        """Emit `event`: run every callback's hook for it, in order."""
+        """Emit `event`: run every callback's hook for it, in order. A cancel of the fit, epoch, training
+        or validation is raised once all of the event's hooks have run (the widest, if several cancel), so
+        every callback sees the epoch that early stopping ended, whichever was listed first. A batch's
+        cancel is raised at once: it skips the rest of the batch, the later hooks of its event included
+        (GradientAccumulation keeps the unscale and the clipping off a partial sum that way)."""
         hooks = self._hooks.get(event)
         if hooks is None:
             raise ValueError(f"unknown event {event!r}. Events are: {', '.join(EVENTS)}")
+        cancels = None
         for cb, hook in hooks:
             try:
                 hook()
-            except CancelException:
+            except CancelBatchException:
                 raise
+            except CancelException as e:
+                cancels = [*(cancels or []), e]
             except Exception as e:
                 e.add_note(f"(raised in callback {type(cb).__name__}, event {event})")
                 raise
+        if cancels:
+            raise widest_cancel(cancels)
 
     def show_loop(self) -> None:
         """Print the loop's events and the callbacks hooked to each."""
@@ -167,15 +214,23 @@ class Learner:
         cbs: Callback | Sequence[Callback] | None = None,
         reset_opt: bool = False,
         start_epoch: int = 0,
+        resume: str | Path | None = None,
     ) -> None:
-        """Train for `n_epoch` epochs at a constant `lr`; `start_epoch` resumes a run part-way."""
+        """Train for `n_epoch` epochs at a constant `lr`; `start_epoch` resumes a run part-way.
+        `resume` names a checkpoint a `CheckpointCallback` wrote during this same fit (same arguments):
+        training goes on from it exactly, as if never interrupted (see `ember.learner.resume`)."""
+        check_metrics(self.metrics, self.dls)  # a metric that cannot score these targets fails before a batch
+        if resume is not None:  # read now, so a missing file fails before anything changes
+            cbs = [*listify(cbs), ResumeCallback(checkpoint_file(self, resume))]
         if reset_opt or self.opt is None:
             self.create_opt()
         self.set_lr(self.lr if lr is None else lr)
         wd = self.wd if wd is None else wd
         if wd is not None:
             set_hyper(self.opt, "wd", [wd] * self.n_groups)
-        with self.added_cbs(cbs):
+        # Resuming at start_epoch means the run being resumed trained the epochs before it.
+        self.epochs_trained = max(self.epochs_trained, start_epoch)
+        with self._one_call(cbs):
             self.n_epoch, self.start_epoch = n_epoch, start_epoch
             self.n_iter = len(self.dls.train)
             self.train_iter = start_epoch * self.n_iter
@@ -189,6 +244,7 @@ class Learner:
 
     def _do_epoch(self) -> None:
         self._do_train()
+        self.epochs_trained += 1
         if len(self.dls) > 1:  # DataLoaders(train) alone trains without validating
             self._do_validate()
 
@@ -205,7 +261,8 @@ class Learner:
 
     def _all_batches(self) -> None:
         n_inp = getattr(self.dl, "n_inp", 1)
-        for i, batch in enumerate(self.dl):
+        # A pass resumed mid-epoch (ember.learner.resume) starts at the batch where it stopped.
+        for i, batch in enumerate(self.dl, getattr(self.dl, "first_batch", 0)):
             self.iter, self.batch = i, batch
             self.xb, self.yb = tuple(self.batch[:n_inp]), tuple(self.batch[n_inp:])
             self.pred = self.loss = self.loss_grad = None  # None until computed: a cancel may come first
@@ -304,9 +361,10 @@ class Learner:
         cbs: Callback | Sequence[Callback] | None = None,
         reset_opt: bool = False,
         start_epoch: int = 0,
+        resume: str | Path | None = None,
     ) -> None:
         """Leslie Smith's 1cycle: lr warms up from lr_max/div to lr_max, then anneals to lr_max/div_final
-        (cosine), while momentum goes the opposite way through `moms`."""
+        (cosine), while momentum goes the opposite way through `moms`. `resume`: as for `fit`."""
         if reset_opt or self.opt is None:
             self.create_opt()
         lrs = lrs_for(self.lr if lr_max is None else lr_max, self.n_groups)
@@ -316,7 +374,7 @@ class Learner:
             "mom": [combined_cos(pct_start, *m)] * self.n_groups,
         }
         cbs = [ParamScheduler(scheds), *listify(cbs)]
-        self.fit(n_epoch, wd=wd, cbs=cbs, start_epoch=start_epoch)
+        self.fit(n_epoch, wd=wd, cbs=cbs, start_epoch=start_epoch, resume=resume)
 
     def fine_tune(
         self,
@@ -326,15 +384,21 @@ class Learner:
         lr_mult: float = 100,
         pct_start: float = 0.3,
         div: float = 5.0,
+        resume: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
         """Transfer learning: one frozen cycle on the head, then unfreeze and train every group with
-        discriminative learning rates `slice(base_lr / 2 / lr_mult, base_lr / 2)`."""
+        discriminative learning rates `slice(base_lr / 2 / lr_mult, base_lr / 2)`. `resume` continues
+        whichever of the two cycles the checkpoint was saved in (a finished frozen one is not redone)."""
+        frozen_stage = resume is not None and read_run(checkpoint_file(self, resume))["frozen"]
         self.freeze()
-        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        if resume is None or frozen_stage:
+            self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, resume=resume, **kwargs)
         base_lr /= 2
         self.unfreeze()
-        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+        lrs = slice(base_lr / lr_mult, base_lr)
+        later = None if frozen_stage else resume
+        self.fit_one_cycle(epochs, lrs, pct_start=pct_start, div=div, resume=later, **kwargs)
 
     def lr_find(
         self,
@@ -375,7 +439,8 @@ class Learner:
         >>> probs, targs = learn.get_preds()  # doctest: +SKIP
         """
         gather = GatherPreds(with_input=with_input, with_loss=with_loss)
-        with self.added_cbs([gather, *listify(cbs)]):
+        # Predictions are not a score: the Recorder sits out, so the last validation's metrics stay.
+        with self._one_call([gather, *listify(cbs)]), self.removed_cbs(self.recorder):
             self._do_validate(self.dls[ds_idx] if dl is None else dl)
         act = act if act is not None else getattr(self.loss_func, "activation", None)
         preds = act(gather.preds) if act is not None else gather.preds
@@ -444,28 +509,34 @@ class Learner:
         return self.dls.show_results(batch, decodes(preds) if decodes is not None else preds, max_n, **kwargs)
 
     def validate(self, ds_idx: int = 1, dl: Any = None, cbs: Callback | Sequence[Callback] | None = None):
-        """The loss and metrics on a loader (the validation set by default): `[valid_loss, *metrics]`."""
-        with self.added_cbs(cbs):
+        """The loss and metrics on a loader (the validation set by default): `[valid_loss, *metrics]`.
+        Only a pass over the validation set updates `recorder.final_metrics`, which export and report show."""
+        with self._one_call(cbs):
             self._do_validate(self.dls[ds_idx] if dl is None else dl)
         return self.recorder.valid_values
 
     # ---- mixed precision -------------------------------------------------------------------------
-    def to_fp16(self) -> Learner:
-        """Mixed precision: float16 with a gradient scaler on CUDA (bfloat16 on a CPU, said once)."""
-        return self._set_precision(torch.float16)
+    def to_fp16(self, force: bool = False) -> Learner:
+        """Mixed precision: float16 with a gradient scaler on CUDA. On a CPU, bfloat16 where the CPU has
+        bfloat16 instructions; on one without (emulated bfloat16 is several times slower) training stays in
+        float32 and a warning says so. `force=True` trains in bfloat16 anyway.
+
+        >>> learn.to_fp16().fit_one_cycle(1)  # doctest: +SKIP
+        """
+        return self._set_precision(torch.float16, force)
 
     def to_bf16(self) -> Learner:
-        """Mixed precision in bfloat16 (CPU and CUDA), no gradient scaler needed."""
+        """Mixed precision in bfloat16 (CPU and CUDA), no gradient scaler needed, whatever the CPU."""
         return self._set_precision(torch.bfloat16)
 
     def to_fp32(self) -> Learner:
         """Back to full precision."""
         return self._set_precision(None)
 
-    def _set_precision(self, dtype: torch.dtype | None) -> Learner:
+    def _set_precision(self, dtype: torch.dtype | None, force: bool = False) -> Learner:
         self.remove_cbs([cb for cb in self.cbs if isinstance(cb, MixedPrecision)])
         if dtype is not None:
-            self.add_cb(MixedPrecision(dtype))
+            self.add_cb(MixedPrecision(dtype, force))
         return self
 
     def to_channelslast(self) -> Learner:
@@ -509,23 +580,31 @@ class Learner:
     def export(self, fname: str | Path = "export.pkl") -> Path:
         """Write the model and what inference needs (vocabulary, resize, normalisation, decoding) to
         `path/fname` for `load_learner`: safetensors and JSON, no pickle (the course's file name is
-        kept; the content is not a pickle).
+        kept; the content is not a pickle). Prints and returns the file's absolute path.
 
         >>> learn.export("models/pets.pkl")  # doctest: +SKIP
+        wrote /home/me/work/models/pets.pkl
         """
         from ember.learner.export import export_learner
 
-        return export_learner(self, self.path / fname)
+        return self._wrote(export_learner(self, self.path / fname))
 
     def report(self, fname: str | Path = "report.html") -> Path:
         """Write one self-contained HTML page to `path/fname`: the data, the last lr_find, the loss and
         metric curves of every fit, and for a classifier its confusion matrix and worst predictions.
+        Prints and returns the file's absolute path.
 
         >>> learn.report("pets.html")  # doctest: +SKIP
         """
         from ember.learner.report import write_report
 
-        return write_report(self, self.path / fname)
+        return self._wrote(write_report(self, self.path / fname))
+
+    def _wrote(self, path: Path) -> Path:
+        path = path.absolute()
+        if not self.quiet:
+            print(f"wrote {path}")
+        return path
 
     def load(self, file: str, with_opt: bool = True, strict: bool = True) -> Learner:
         """Load a state written by `save`; sets `self.epoch` to the epoch it was saved at."""

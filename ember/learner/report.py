@@ -79,7 +79,7 @@ def _summary_section(learn: Learner) -> Section:
     ]
     history = learn.recorder.history
     final = (
-        _table(["metric", "value"], _final_metrics(history))
+        _table(["metric", "value"], _final_metrics(learn))
         if history
         else "<p>No epoch trained yet: the model is as it was built or loaded.</p>"
     )
@@ -88,11 +88,12 @@ def _summary_section(learn: Learner) -> Section:
     )
 
 
-def _final_metrics(history: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    last = history[-1]
-    skip = {"fit", "epoch", "time", "lr", "frozen"}
-    rows = [(k, _fmt(v)) for k, v in last.items() if k not in skip]
-    return [*rows, ("epochs trained", str(len(history))), ("fits", str(last["fit"]))]
+def _final_metrics(learn: Learner) -> list[tuple[str, str]]:
+    # The last validation of the validation set (not a later get_preds or predict), as export keeps it.
+    last = learn.recorder.history[-1]
+    rows = [("train_loss", _fmt(last["train_loss"]))]
+    rows += [(k, _fmt(v)) for k, v in learn.recorder.final_metrics.items()]
+    return [*rows, ("epochs trained", str(learn.epochs_trained)), ("fits", str(last["fit"]))]
 
 
 def _data_section(learn: Learner) -> Section:
