@@ -1,8 +1,9 @@
 """Training-loop overhead: ember's `Learner.fit` against a plain PyTorch loop doing the same work.
 
-Both train the same small CNN on the same pre-made batches (AdamW as ember's `Adam`, validation loss and
+Both train the same model on the same pre-made batches (AdamW as ember's `Adam`, validation loss and
 accuracy every epoch, one printed line per epoch), in one process, interleaved, after one warm-up each.
-Target: ember / plain <= 1.05. When fastai's side venv exists, `_fastai_loop.py` times fastai's Learner
+Two models: a tiny MLP (so little compute per batch that ember's own cost per batch shows) and a small
+CNN. Target: ember / plain <= 1.05. When fastai's side venv exists, `_fastai_loop.py` times fastai's Learner
 against the same plain loop in that venv's own process, and both ratios are printed.
 
     python bench/loop_overhead.py [--runs 5] [--epochs 2] [--quick] [--threads N]
@@ -30,6 +31,8 @@ from _common import (
     fmt_runs,
     interleaved_times,
     make_batches,
+    make_mlp,
+    make_model,
     median,
     plain_fit,
     warn_if_busy,
@@ -52,7 +55,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def time_plain_and_ember(cfg: Config) -> tuple[dict[str, list[float]], dict[str, float]]:
+MODELS = {"tiny MLP (784-128-10)": make_mlp, "small CNN": make_model}
+
+
+def time_plain_and_ember(cfg: Config, make) -> tuple[dict[str, list[float]], dict[str, float]]:
     train, valid = make_batches(cfg)
 
     def plain(model: torch.nn.Module) -> float:
@@ -64,7 +70,7 @@ def time_plain_and_ember(cfg: Config) -> tuple[dict[str, list[float]], dict[str,
         learn.fit(cfg.epochs, lr=LR)
         return learn.recorder.values[-1][1]  # [train_loss, valid_loss, accuracy]
 
-    return interleaved_times({"plain": plain, "ember": ember}, cfg.runs)
+    return interleaved_times({"plain": plain, "ember": ember}, cfg.runs, make)
 
 
 def run_fastai(python: Path, args: argparse.Namespace) -> dict | None:
@@ -98,14 +104,18 @@ def print_row(name: str, times: list[float]) -> None:
     print(f"  {name:<7} median {median(times):7.3f} s   runs: {fmt_runs(times)}")
 
 
-def report_ember(cfg: Config, times: dict[str, list[float]], last: dict[str, float]) -> float:
+def report_ember(cfg: Config, model: str, times: dict[str, list[float]], last: dict[str, float]) -> float:
     print(f"\n== Loop overhead: {cfg.runs} timed runs of each after 1 warm-up, interleaved, one process")
     data = f"{cfg.n_train} train + {cfg.n_valid} valid batches of {cfg.bs} (1x28x28)"
-    print(f"   small CNN, {data}, {cfg.epochs} epoch(s)/run")
+    print(f"   {model}, {data}, {cfg.epochs} epoch(s)/run")
     print(f"   torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     print_row("plain", times["plain"])
     print_row("ember", times["ember"])
     ratio = median(times["ember"]) / median(times["plain"])
+    n_batches = cfg.epochs * (cfg.n_train + cfg.n_valid)
+    extra = (median(times["ember"]) - median(times["plain"])) / n_batches * 1e6
+    per_batch = median(times["plain"]) / n_batches * 1e3
+    print(f"  ember's own cost: {extra:.0f} us per batch (the plain loop: {per_batch:.2f} ms per batch)")
     verdict = "met" if ratio <= TARGET else "NOT met"
     print(f"  ember / plain = {ratio:.3f}  (target <= {TARGET}: {verdict})")
     print(f"  per-round ratios: {fmt_runs(paired_ratios(times['ember'], times['plain']))}")
@@ -136,7 +146,7 @@ def main() -> None:
     args = parse_args()
     cfg = config_from(args)
     warn_if_busy()
-    times, last = time_plain_and_ember(cfg)
+    results = {model: time_plain_and_ember(cfg, make) for model, make in MODELS.items()}
     fastai_res = None
     if args.no_fastai:
         print("fastai: skipped (--no-fastai)")
@@ -144,7 +154,8 @@ def main() -> None:
         print(f"fastai: skipped ({args.fastai_python} not found; pass --fastai-python PATH)")
     else:
         fastai_res = run_fastai(args.fastai_python, args)
-    ratio = report_ember(cfg, times, last)
+    ratios = {model: report_ember(cfg, model, *res) for model, res in results.items()}
+    ratio = ratios["small CNN"]  # fastai's side run times the CNN
     if fastai_res is not None:
         report_fastai(fastai_res, args.fastai_python, ratio)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -90,6 +91,14 @@ class CrossEntropyLossFlat(nn.Module):
 
     def forward(self, inp: Tensor, targ: Tensor) -> Tensor:
         soft = self.floatify or targ.shape == inp.shape
+        if inp.ndim == 2 and not soft and self.weight is None:  # (bs, c) logits: torch's layout already
+            return F.cross_entropy(
+                inp if self.axis in (-1, 1) else inp.movedim(self.axis, -1),
+                targ if targ.ndim == 1 and targ.dtype == torch.long else targ.reshape(-1).long(),
+                ignore_index=self.ignore_index,
+                reduction=self.reduction,
+                label_smoothing=self.label_smoothing,
+            )
         inp = inp.movedim(self.axis, -1)  # (..., c)
         targ = targ.movedim(self.axis, -1).to(inp.dtype) if soft else targ.long()
         c = inp.shape[-1]

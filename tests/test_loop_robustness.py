@@ -250,9 +250,21 @@ def test_training_does_not_sync_the_device_every_batch(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counting)
     learn = Learner(linear_dls(n=2000, bs=10), nn.Linear(1, 1), MSELossFlat(), quiet=True)
+    # What TerminateOnNaN does on an accelerator (on a CPU it reads each loss: no sync to save there).
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, TerminateOnNaN)]).add_cb(TerminateOnNaN(16))
     learn.fit(1)  # 160 training batches, 40 validation batches
     assert len(learn.recorder.losses) == 160
     assert len(syncs) <= 160 / 16 + 5  # TerminateOnNaN every 16 batches, the losses at the epoch's end
+
+
+def test_terminate_on_nan_reads_every_loss_on_a_cpu_and_every_16th_on_an_accelerator():
+    learn = Learner(linear_dls(), nn.Linear(1, 1), MSELossFlat(), quiet=True)
+    nan = next(cb for cb in learn.cbs if isinstance(cb, TerminateOnNaN))
+    nan.before_fit()
+    assert nan._every == 1
+    learn.dls.device = torch.device("cuda")  # only read by before_fit here; nothing runs on it
+    nan.before_fit()
+    assert nan._every == 16
 
 
 class Poison(Callback):

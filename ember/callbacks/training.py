@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -16,29 +17,31 @@ __all__ = ["GradientAccumulation", "GradientClip", "TerminateOnNaN"]
 class TerminateOnNaN(Callback):
     """Stop training when a batch's loss is NaN or infinite, saying which batch and what to try.
 
-    The losses stay on the device and are checked every `every` training batches (one device sync for
-    all of them, not one per batch), before that batch's backward pass. So training stops at most
-    `every - 1` batches after the bad one, whose index the warning names; the steps taken in between
-    have put NaN into the weights (reload a checkpoint). `every=1` checks each batch (a sync per batch)
-    and stops before the bad loss reaches the weights.
+    On a CPU, reading a loss costs nothing extra, so each batch is checked before its backward pass and
+    the bad loss never reaches the weights. On an accelerator, where reading a value waits for the device,
+    the losses stay there and are checked every `every` batches (default 16) in one read: training stops
+    at most `every - 1` batches after the bad one, whose index the warning names, and the steps taken in
+    between have put NaN into the weights (reload a checkpoint). `every=1` checks each batch anywhere.
     """
 
     order = -9
 
-    def __init__(self, every: int = 16) -> None:
+    def __init__(self, every: int | None = None) -> None:
         self.every = every
         self._pending: list[tuple[int, int, Tensor]] = []  # (epoch, batch, loss) not yet checked
         self.stopped_at: tuple[int, int] | None = None  # (epoch, batch) whose loss stopped the last fit
 
     def before_fit(self) -> None:
         self._pending, self.stopped_at = [], None
+        on_cpu = self.learn.dls.device.type == "cpu"
+        self._every = self.every if self.every is not None else (1 if on_cpu else 16)
 
     def after_loss(self) -> None:
         learn = self.learn
         if not learn.training or learn.loss is None:
             return
         self._pending.append((learn.epoch, learn.iter, learn.loss))
-        if len(self._pending) >= self.every:
+        if len(self._pending) >= self._every:
             self._check()
 
     def after_train(self) -> None:
@@ -48,10 +51,15 @@ class TerminateOnNaN(Callback):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        finite = torch.isfinite(torch.stack([loss.float() for _, _, loss in pending]))
-        if bool(finite.all()):
-            return
-        epoch, batch, loss = pending[int((~finite).nonzero()[0])]
+        if len(pending) == 1:
+            if math.isfinite(pending[0][2].item()):
+                return
+            epoch, batch, loss = pending[0]
+        else:
+            finite = torch.isfinite(torch.stack([loss.float() for _, _, loss in pending]))
+            if bool(finite.all()):
+                return
+            epoch, batch, loss = pending[int((~finite).nonzero()[0])]
         warnings.warn(
             f"TerminateOnNaN: the training loss became {loss.item()} at epoch {epoch}, batch {batch}; "
             "training stopped. Try a lower learning rate (run lr_find), GradientClip(), to_fp32() if "

@@ -79,6 +79,8 @@ def _apply(f: Callable[[torch.Tensor], Any], o: Any) -> Any:
 
 def to_device(o: Any, device: torch.device | str, non_blocking: bool = True) -> Any:
     """Move every tensor in `o` to `device` (a no-op for tensors already there)."""
+    if isinstance(o, tuple) and all(type(t) is torch.Tensor for t in o):  # a plain batch, once per step
+        return tuple(t.to(device, non_blocking=non_blocking) for t in o)
     return _apply(lambda t: t.to(device, non_blocking=non_blocking), o)
 
 

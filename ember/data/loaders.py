@@ -70,6 +70,8 @@ class DeviceLoader:
     def _ready(self, b: Any, threads: int | None = None) -> Any:
         """One raw batch moved to the device, with the batch transforms applied."""
         b = to_device(b, self.device, non_blocking=self.device.type == "cuda")
+        if not self.batch_tfms:  # the common case of pre-made batches: nothing more per batch
+            return b
         with _torch_threads(threads):
             for tfm in self.batch_tfms:
                 b = tfm(b)
