@@ -208,7 +208,7 @@ def test_ember_train_resume_continues_an_interrupted_run_from_its_last_epoch(tmp
 
 
 def test_ember_train_resume_with_lr_auto_reuses_the_interrupted_runs_rate(tmp_path):
-    from ember.cli import _train_lr
+    from ember.cli.training import _train_lr
 
     (tmp_path / "train.json").write_text(json.dumps({"lr": 0.0123}))
     assert _train_lr(None, "auto", tmp_path, resuming=True) == 0.0123  # no lr_find: no learner needed

@@ -115,6 +115,9 @@ class Callback:
     """
 
     order: int = 0
+    # True for a callback whose fit is a trial undone at its end (lr_find's LRFinder): the Recorder keeps
+    # such a fit out of its history and CheckpointCallback writes nothing during it.
+    undoes_fit: bool = False
     learn: Learner
 
     def __init_subclass__(cls, **kwargs) -> None:

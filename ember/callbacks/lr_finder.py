@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from ember.callbacks.core import Callback, CancelFitException, CancelValidException
+from ember.callbacks.recorder import plot_lr_curve
 
 __all__ = [
     "LRFindResult",
     "LRFinder",
     "SuggestedLRs",
     "minimum",
-    "plot_lr_curve",
     "slide",
     "steep",
     "suggest_lrs",
@@ -34,9 +34,11 @@ SuggestedLRs = Any  # a namedtuple whose fields are the names of the suggestion 
 class LRFinder(Callback):
     """Grow the lr exponentially from `start_lr` to `end_lr` over `num_it` batches; stop early when the
     smoothed loss passes 4x its best (`stop_div`); restore model and optimizer state afterwards, however
-    the run ends (at `cleanup`)."""
+    the run ends (at `cleanup`). With several optimizers (`learn.opts`) every group of each follows the
+    same learning rate, and every optimizer is restored."""
 
     order = 55  # after the Recorder has updated the smoothed loss
+    undoes_fit = True  # the Recorder keeps this fit out of its history; no checkpoint is written in it
 
     def __init__(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True):
         if not 0 < start_lr < end_lr:
@@ -46,15 +48,16 @@ class LRFinder(Callback):
     def before_fit(self) -> None:
         # Copies, not references: training changes tensors in place.
         self.model_state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
-        self.opt_state = copy.deepcopy(self.learn.opt.state_dict())
+        self.opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.learn.opts]
         self.epochs_trained = self.learn.epochs_trained
         self.best = math.inf
 
     def before_batch(self) -> None:
         if self.learn.training:
             lr = self.start_lr * (self.end_lr / self.start_lr) ** (self.learn.train_iter / self.num_it)
-            for g in self.learn.opt.param_groups:
-                g["lr"] = lr
+            for opt in self.learn.opts:
+                for g in opt.param_groups:
+                    g["lr"] = lr
 
     def after_batch(self) -> None:
         if not self.learn.training:
@@ -71,9 +74,10 @@ class LRFinder(Callback):
 
     def cleanup(self) -> None:
         # Also after an error or Ctrl-C: the weights trained at lr ~10 must never stay in the model.
-        self.learn.opt.zero_grad(set_to_none=True)
         self.learn.model.load_state_dict(self.model_state)
-        self.learn.opt.load_state_dict(self.opt_state)
+        for opt, state in zip(self.learn.opts, self.opt_states):
+            opt.zero_grad(set_to_none=True)
+            opt.load_state_dict(state)
         self.learn.epochs_trained = self.epochs_trained
 
 
@@ -157,25 +161,3 @@ class LRFindResult:
     def plot(self, skip_end: int = 5, ax: Any = None) -> Any:
         """Loss against learning rate (log scale), the suggestions marked; returns the figure."""
         return plot_lr_curve(self.lrs, self.losses, self.suggestions, skip_end, ax)
-
-
-def plot_lr_curve(
-    lrs: Sequence[float], losses: Sequence[float], suggestions: Any = None, skip_end: int = 5, ax: Any = None
-) -> Any:
-    """Loss against learning rate (log scale) without its last `skip_end` points (the divergence), each
-    suggestion marked at the loss recorded nearest to it; returns the figure."""
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        ax = plt.subplots()[1]
-    end = -skip_end if skip_end and len(lrs) > skip_end else None
-    ax.plot(lrs[:end], losses[:end])
-    ax.set_xscale("log")
-    ax.set_xlabel("Learning Rate")
-    ax.set_ylabel("Loss")
-    for name, lr in suggestions._asdict().items() if suggestions is not None else ():
-        i = min(range(len(lrs)), key=lambda j: abs(lrs[j] - lr))
-        ax.plot(lr, losses[i], "o", label=f"{name}: {lr:.2e}")
-    if suggestions is not None:
-        ax.legend()
-    return ax.figure

@@ -92,7 +92,8 @@ class MixedPrecision(Callback):
 
     def after_backward(self) -> None:
         if self.learn.grad_scaler is not None:
-            self.learn.grad_scaler.unscale_(self.learn.opt)
+            for opt in self.learn.opts:  # an optimizer that does not step this batch is unscaled for nothing
+                self.learn.grad_scaler.unscale_(opt)
 
     def after_batch(self) -> None:
         self._autocast.close()  # a batch cancelled before its loss must not leave autocast on

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ember.callbacks.core import Callback
-from ember.callbacks.lr_finder import LRFinder, plot_lr_curve
 from ember.core.utils import find_bs
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "plot_lr_curve"]
+
+# What `state_dict` holds: enough for a resumed run's curves, epoch table and history to go on.
+_STATE = ("lrs", "moms", "values", "times", "history", "n_fits", "final_metrics", "_smooth", "_n")
 
 
 class Recorder(Callback):
-    """Always on. Per training batch: `losses` (smoothed), `lrs`, `moms`. Per epoch: `values` rows of
+    """Always on. Per training batch: `losses` (smoothed), and `lrs`, `moms` of the last parameter group of
+    the first optimizer (`learn.opt`; a learner with several records the first). Per epoch: `values` rows of
     `[train_loss, valid_loss, *metrics]` with `metric_names`, `log` (the last row, with its epoch and time)
     and `times`. These cover the last fit.
 
-    `history` covers every fit of the learner (fine_tune runs two; lr_find's runs are left out): one dict
+    `history` covers every fit of the learner (fine_tune runs two; a fit with a callback whose
+    `undoes_fit` is set, such as lr_find's, is left out): one dict
     per epoch with `fit` (1, 2, ...), `epoch` (within its fit), `train_loss`, `valid_loss`, each metric
     by name, `time`, the last group's `lr` at the epoch's end, and `frozen` (some parameters not trained).
 
@@ -59,8 +64,8 @@ class Recorder(Callback):
     def before_fit(self) -> None:
         self.lrs, self.moms, self._losses, self._pending, self.values, self.times = [], [], [], [], [], []
         self._smooth, self._n = 0.0, 0
-        # lr_find's training is undone when it ends: its epochs are not part of the model's history.
-        self._in_history = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        # A trial fit (lr_find's) is undone when it ends: its epochs are not part of the model's history.
+        self._in_history = not any(cb.undoes_fit for cb in self.learn.cbs)
         if self._in_history:
             self.n_fits += 1
 
@@ -94,6 +99,17 @@ class Recorder(Callback):
 
     def after_train(self) -> None:
         self._flush()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The recorder's history as plain Python values (lists, numbers, dicts) that JSON can hold."""
+        losses = list(self.losses)  # first: reading them folds the losses still on the device into `_smooth`
+        return {"losses": losses} | {k: _plain(getattr(self, k)) for k in _STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from what `state_dict` returned (a resumed run's curves continue the interrupted one's)."""
+        for k in _STATE:
+            setattr(self, k, state[k])
+        self._losses, self._pending = list(state["losses"]), []
 
     def _flush(self) -> None:
         """Smooth the batch losses kept on the device: one sync for all of them."""
@@ -195,6 +211,37 @@ class Recorder(Callback):
             _plot_columns(ax, self.history, [name], name)
         fig.tight_layout()
         return fig
+
+
+def plot_lr_curve(
+    lrs: Sequence[float], losses: Sequence[float], suggestions: Any = None, skip_end: int = 5, ax: Any = None
+) -> Any:
+    """Loss against learning rate (log scale) without its last `skip_end` points (the divergence), each
+    suggestion (a named tuple of learning rates) marked at the loss recorded nearest to it; returns the
+    figure."""
+    ax = _axes(ax)
+    end = -skip_end if skip_end and len(lrs) > skip_end else None
+    ax.plot(lrs[:end], losses[:end])
+    ax.set_xscale("log")
+    ax.set_xlabel("Learning Rate")
+    ax.set_ylabel("Loss")
+    for name, lr in suggestions._asdict().items() if suggestions is not None else ():
+        i = min(range(len(lrs)), key=lambda j: abs(lrs[j] - lr))
+        ax.plot(lr, losses[i], "o", label=f"{name}: {lr:.2e}")
+    if suggestions is not None:
+        ax.legend()
+    return ax.figure
+
+
+def _plain(v: Any) -> Any:
+    """`v` with tensors turned into Python numbers, for JSON."""
+    if isinstance(v, Tensor):
+        return v.tolist()
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
 
 
 _NOT_METRICS = {"fit", "epoch", "train_loss", "valid_loss", "time", "lr", "frozen"}

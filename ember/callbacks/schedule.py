@@ -43,18 +43,24 @@ def combined_cos(pct: float, start: float, middle: float, end: float) -> Sched:
 class ParamScheduler(Callback):
     """Set hyper-parameters before every training batch from schedules of training progress.
 
-    `scheds` maps 'lr', 'mom' or 'wd' to one schedule per layer group; progress is the fraction of
-    the fit's training batches done, `learn.train_iter / (n_epoch * n_iter)`.
+    `scheds` maps 'lr', 'mom' or 'wd' to one schedule per layer group (or one for every group); progress
+    is the fraction of the fit's training batches done, `learn.train_iter / (n_epoch * n_iter)`. They
+    apply to every optimizer of `learn.opts`, or only to `learn.opts[opt_idx]` (`fit_one_cycle` adds
+    one scheduler per optimizer, each with that optimizer's groups' rates).
+
+    >>> learn.fit(2, cbs=ParamScheduler({"lr": [sched_cos(1e-2, 1e-4)]}))  # doctest: +SKIP
     """
 
     order = 60
 
-    def __init__(self, scheds: dict[str, list[Sched]]) -> None:
-        self.scheds = scheds
+    def __init__(self, scheds: dict[str, list[Sched]], opt_idx: int | None = None) -> None:
+        self.scheds, self.opt_idx = scheds, opt_idx
 
     def before_batch(self) -> None:
         if not self.learn.training:
             return
         pos = self.learn.train_iter / (self.learn.n_epoch * self.learn.n_iter)
-        for name, fs in self.scheds.items():
-            set_hyper(self.learn.opt, name, [f(pos) for f in fs])
+        opts = self.learn.opts if self.opt_idx is None else [self.learn.opts[self.opt_idx]]
+        for opt in opts:
+            for name, fs in self.scheds.items():
+                set_hyper(opt, name, [f(pos) for f in fs])

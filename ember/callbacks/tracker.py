@@ -127,8 +127,8 @@ class SaveModelCallback(TrackerCallback):
 
 
 class ReduceLROnPlateau(TrackerCallback):
-    """Divide every learning rate by `factor` (not below `min_lr`) after `patience` epochs without
-    improvement in `monitor`. Meant for `fit`; `fit_one_cycle`'s schedule would override it."""
+    """Divide every learning rate (of every optimizer) by `factor` (not below `min_lr`) after `patience`
+    epochs without improvement in `monitor`. Meant for `fit`; `fit_one_cycle`'s schedule would override it."""
 
     def __init__(
         self,
@@ -147,7 +147,7 @@ class ReduceLROnPlateau(TrackerCallback):
         super().after_epoch()
         if self.wait >= self.patience:
             self.wait = 0
-            old = get_hyper(self.learn.opt, "lr")
-            new = [max(lr / self.factor, self.min_lr) for lr in old]
-            set_hyper(self.learn.opt, "lr", new)
+            for opt in self.learn.opts:
+                new = [max(lr / self.factor, self.min_lr) for lr in get_hyper(opt, "lr")]
+                set_hyper(opt, "lr", new)
             print(f"Epoch {self.learn.epoch}: reducing lr to {new[-1]:.3g}")

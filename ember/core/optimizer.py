@@ -3,6 +3,10 @@
 A learner's model is split into *layer groups* (by its splitter); each becomes up to two torch
 parameter groups, one with weight decay and one without (norm layers and biases). The extra keys
 `layer_group` and `no_wd` in each torch group record which is which.
+
+`set_hyper` and `get_hyper` also take any plain `torch.optim` optimizer: a group without those keys is a
+layer group of its own (its position) and takes weight decay. Hyper-parameters are named the course's
+way: 'lr', 'mom' (Adam's beta1, or SGD's / RMSprop's momentum) and 'wd' (torch's `weight_decay`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["SGD", "Adam", "OptFunc", "default_splitter", "get_hyper", "lrs_for", "param_groups", "set_hyper"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "OptFunc",
+    "default_splitter",
+    "get_hyper",
+    "lrs_for",
+    "n_layer_groups",
+    "param_groups",
+    "set_hyper",
+]
 
 OptFunc = Callable[..., torch.optim.Optimizer]
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
@@ -76,18 +90,36 @@ def lrs_for(lr: float | slice | Sequence[float], n: int) -> list[float]:
     return [float(lr)] * n
 
 
+def _layer_group(group: dict, i: int) -> int:
+    return group.get("layer_group", i)  # a plain torch group is a layer group of its own
+
+
+def n_layer_groups(opt: torch.optim.Optimizer) -> int:
+    """How many layer groups `opt`'s parameter groups make: one value each for `set_hyper`."""
+    return len({_layer_group(g, i) for i, g in enumerate(opt.param_groups)})
+
+
 def _mom_key(group: dict) -> str:
     return "betas" if "betas" in group else "momentum"
 
 
 def set_hyper(opt: torch.optim.Optimizer, name: str, values: Sequence[float]) -> None:
-    """Set `name` ('lr', 'mom' or 'wd') per layer group; 'mom' is Adam's beta1 or SGD's momentum."""
-    for g in opt.param_groups:
-        v = values[g["layer_group"]]
+    """Set `name` ('lr', 'mom' or 'wd') per layer group; one value is used for every group.
+
+    >>> opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1, momentum=0.9)
+    >>> set_hyper(opt, "mom", [0.8]); get_hyper(opt, "mom")
+    [0.8]
+    """
+    n = n_layer_groups(opt)
+    if len(values) not in (1, n):
+        raise ValueError(f"set_hyper: {len(values)} values of {name!r} for an optimizer with {n} layer "
+                         "groups; give one value, or one per group")  # fmt: skip
+    for i, g in enumerate(opt.param_groups):
+        v = values[_layer_group(g, i)] if len(values) > 1 else values[0]
         if name == "lr":
             g["lr"] = v
         elif name == "wd":
-            g["weight_decay"] = 0.0 if g["no_wd"] else v
+            g["weight_decay"] = 0.0 if g.get("no_wd", False) else v
         elif name == "mom":
             key = _mom_key(g)
             g[key] = (v, g["betas"][1]) if key == "betas" else v
@@ -98,11 +130,12 @@ def set_hyper(opt: torch.optim.Optimizer, name: str, values: Sequence[float]) ->
 def get_hyper(opt: torch.optim.Optimizer, name: str) -> list[float]:
     """The value of `name` ('lr', 'mom' or 'wd') for each layer group."""
     out: dict[int, float] = {}
-    for g in opt.param_groups:
+    for i, g in enumerate(opt.param_groups):
+        k = _layer_group(g, i)
         if name == "lr":
-            out[g["layer_group"]] = g["lr"]
+            out[k] = g["lr"]
         elif name == "mom":
-            out[g["layer_group"]] = g["betas"][0] if "betas" in g else g["momentum"]
-        elif name == "wd" and not g["no_wd"]:
-            out[g["layer_group"]] = g["weight_decay"]
+            out[k] = g["betas"][0] if "betas" in g else g.get("momentum", 0.0)
+        elif name == "wd" and not g.get("no_wd", False):
+            out[k] = g["weight_decay"]
     return [out[k] for k in sorted(out)]

@@ -2,6 +2,10 @@
 
 `DataLoader` batches an indexable dataset (tensor datasets are sliced, not collated item by item);
 `DeviceLoader` wraps any re-iterable of ready-made batches; `DataLoaders` holds train and valid.
+
+A batch's first `n_inp` tensors are the model's inputs and the rest its targets. `has_targets=False`
+says the batches hold inputs only (an autoencoder, a VAE): the Learner then calls the loss
+`loss_func(pred, *xb)`. A loader with targets whose batches lack them (a test set) gets no loss.
 """
 
 from __future__ import annotations
@@ -48,11 +52,12 @@ class DeviceLoader:
         device: torch.device | str | None = None,
         batch_tfms: Sequence[BatchTfm] = (),
         n_inp: int = 1,
+        has_targets: bool = True,
     ) -> None:
         self.batches = batches
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_tfms = list(batch_tfms)
-        self.n_inp = n_inp
+        self.n_inp, self.has_targets = n_inp, has_targets
 
     def raw_batches(self) -> Iterable:
         """The batches before they are moved and transformed."""
@@ -114,10 +119,11 @@ class DataLoader(DeviceLoader):
         device: torch.device | str | None = None,
         batch_tfms: Sequence[BatchTfm] = (),
         n_inp: int = 1,
+        has_targets: bool = True,
     ) -> None:
         if bs < 1:
             raise ValueError(f"DataLoader: bs must be a positive batch size, got {bs}")
-        super().__init__(None, device, batch_tfms, n_inp)  # type: ignore[arg-type]
+        super().__init__(None, device, batch_tfms, n_inp, has_targets)  # type: ignore[arg-type]
         self.dataset, self.bs, self.shuffle = dataset, bs, shuffle
         # Dropping the last partial batch must never leave a small training set with no batch at all.
         self.drop_last = drop_last and len(dataset) > bs
@@ -241,9 +247,12 @@ class DataLoaders:
         batch_tfms: Sequence[BatchTfm] = (),
         n_inp: int = 1,
         path: Any = ".",
+        has_targets: bool = True,
     ) -> DataLoaders:
-        """Loaders over two indexable datasets: the training one shuffled and without a last partial batch."""
+        """Loaders over two indexable datasets: the training one shuffled and without a last partial batch.
+        `has_targets=False`: the items are inputs only (an autoencoder's), see the module."""
         common = dict(num_workers=num_workers, collate_fn=collate_fn, device=device, n_inp=n_inp)
+        common |= dict(has_targets=has_targets)
         train = DataLoader(train_ds, bs, shuffle=shuffle, drop_last=shuffle, batch_tfms=batch_tfms, **common)
         valid = DataLoader(valid_ds, val_bs or bs, batch_tfms=batch_tfms, **common)
         return cls(train, valid, device=device, path=path)

@@ -1,7 +1,8 @@
 """Model and optimizer state in one safetensors file: no pickle, written atomically.
 
-Tensors are stored under `model.<name>` and `opt.<param index>.<state key>`; the optimizer's
-non-tensor state and parameter groups go in the file's JSON metadata. A resumable checkpoint
+Tensors are stored under `model.<name>` and `opt.<param index>.<state key>` (the learner's first
+optimizer; a second one under `opt1.`, and so on: `n_opts` in the metadata says how many); each
+optimizer's non-tensor state and parameter groups go in the file's JSON metadata. A resumable checkpoint
 (`ember.learner.resume`) adds its random states as tensors and its run state as metadata.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,34 +38,43 @@ def model_tensors(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.T
     return tensors
 
 
-def _flatten(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> tuple[dict, dict]:
+Opts = Sequence[torch.optim.Optimizer]
+
+
+def _prefix(k: int) -> str:
+    return "opt" if k == 0 else f"opt{k}"  # the first optimizer keeps the one-optimizer files' names
+
+
+def _flatten(model: torch.nn.Module, opts: Opts) -> tuple[dict, dict]:
     tensors = model_tensors(model, prefix="model.")
-    meta: dict[str, str] = {"format": FORMAT, "version": VERSION, "with_opt": str(opt is not None)}
-    if opt is not None:
-        sd = opt.state_dict()
+    meta: dict[str, str] = {"format": FORMAT, "version": VERSION, "with_opt": str(bool(opts))}
+    meta["n_opts"] = str(len(opts))
+    for k, opt in enumerate(opts):
+        sd, pre = opt.state_dict(), _prefix(k)
         scalars: dict[str, dict[str, Any]] = {}
         for idx, state in sd["state"].items():
             for key, val in state.items():
                 if isinstance(val, torch.Tensor):
-                    tensors[f"opt.{idx}.{key}"] = val.detach().cpu().contiguous()
+                    tensors[f"{pre}.{idx}.{key}"] = val.detach().cpu().contiguous()
                 else:
                     scalars.setdefault(str(idx), {})[key] = val
-        meta["opt_param_groups"] = json.dumps(sd["param_groups"])
-        meta["opt_scalars"] = json.dumps(scalars)
+        meta[f"{pre}_param_groups"] = json.dumps(sd["param_groups"])
+        meta[f"{pre}_scalars"] = json.dumps(scalars)
     return tensors, meta
 
 
 def save_checkpoint(
     path: Path,
     model: torch.nn.Module,
-    opt: torch.optim.Optimizer | None,
+    opts: Opts,
     epoch: int,
     extra_tensors: dict[str, torch.Tensor] | None = None,
     extra_meta: dict[str, str] | None = None,
 ) -> None:
-    """Write `model` (and `opt`) state to `path` atomically: a crash leaves any older file intact.
-    `extra_tensors` and `extra_meta` are stored beside them (a resumable checkpoint's run state)."""
-    tensors, meta = _flatten(model, opt)
+    """Write `model` and `opts` (none: the model alone) state to `path` atomically: a crash leaves any
+    older file intact. `extra_tensors` and `extra_meta` are stored beside them (a resumable checkpoint's
+    run state)."""
+    tensors, meta = _flatten(model, opts)
     meta["epoch"] = str(epoch)
     data = save(tensors | (extra_tensors or {}), metadata=meta | (extra_meta or {}))
     with atomic_write(path) as f:
@@ -92,11 +103,11 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[dic
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None, device: torch.device, strict: bool
+    path: Path, model: torch.nn.Module, opts: Opts, device: torch.device, strict: bool
 ) -> dict[str, Any]:
-    """Load what `save_checkpoint` wrote into `model` (and `opt`); returns `{'epoch': int}`."""
+    """Load what `save_checkpoint` wrote into `model` (and `opts`); returns `{'epoch': int}`."""
     tensors, meta = read_checkpoint(path, device)
-    load_state(path, tensors, meta, model, opt, strict)
+    load_state(path, tensors, meta, model, opts, strict)
     return {"epoch": int(meta.get("epoch", 0))}
 
 
@@ -105,22 +116,28 @@ def load_state(
     tensors: dict[str, torch.Tensor],
     meta: dict[str, str],
     model: torch.nn.Module,
-    opt: torch.optim.Optimizer | None,
+    opts: Opts,
     strict: bool,
 ) -> None:
-    """Load a checkpoint read by `read_checkpoint` (from `path`, named in errors) into `model` and `opt`."""
+    """Load a checkpoint read by `read_checkpoint` (from `path`, named in errors) into `model` and `opts`."""
     model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     if strict:
         _check_same_model(path, model, model_sd)
     model.load_state_dict(model_sd, strict=strict)
-    if opt is not None and meta.get("with_opt") != "True":
+    if opts and meta.get("with_opt") != "True":
         warnings.warn(f"{path} holds no optimizer state; only the model was loaded", stacklevel=3)
-    elif opt is not None:
+        return
+    n_saved = int(meta.get("n_opts", "1"))
+    if opts and n_saved != len(opts):
+        raise ValueError(f"{path} holds the state of {n_saved} optimizer(s); this learner has "
+                         f"{len(opts)}: set learn.opts as the run that saved it did, or load with "
+                         "with_opt=False")  # fmt: skip
+    for k, opt in enumerate(opts):
         try:
-            opt.load_state_dict(_opt_state(tensors, meta))
+            opt.load_state_dict(_opt_state(tensors, meta, _prefix(k)))
         except ValueError as e:
             e.add_note(
-                f"(loading the optimizer state from {path}: was it saved with other layer groups, "
+                f"(loading optimizer {k}'s state from {path}: was it saved with other layer groups, "
                 "e.g. before/after freeze or with another splitter? load with with_opt=False)"
             )
             raise
@@ -144,15 +161,15 @@ def _check_same_model(path: Path, model: torch.nn.Module, saved: dict[str, torch
         )
 
 
-def _opt_state(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict:
+def _opt_state(tensors: dict[str, torch.Tensor], meta: dict[str, str], pre: str) -> dict:
     state: dict[int, dict[str, Any]] = {}
-    for idx, scalars in json.loads(meta["opt_scalars"]).items():
+    for idx, scalars in json.loads(meta[f"{pre}_scalars"]).items():
         state.setdefault(int(idx), {}).update(scalars)
     for k, v in tensors.items():
-        if k.startswith("opt."):
+        if k.startswith(f"{pre}."):
             _, idx, key = k.split(".", 2)
             state.setdefault(int(idx), {})[key] = v
-    groups = json.loads(meta["opt_param_groups"])
+    groups = json.loads(meta[f"{pre}_param_groups"])
     for g in groups:  # JSON turned tuples into lists
         if "betas" in g:
             g["betas"] = tuple(g["betas"])

@@ -5,7 +5,8 @@ which continues from it as if the run had never stopped.
 after every N training batches. It is an ordinary checkpoint (`learn.load` reads its model and
 optimizer) plus the random states of Python, NumPy and torch (CPU and CUDA) as byte tensors, and as
 JSON: where the run stood (epoch, batches done in it, `train_iter`), the fit's length, the gradient
-scaler's state and the Recorder's history, so the loss curves go on as the uninterrupted run's would.
+scaler's state and the Recorder's history (`Recorder.state_dict`), so the loss curves go on as the
+uninterrupted run's would. Every optimizer of `learn.opts` is saved and restored.
 
 Where the randomness comes from: the training loader draws its epoch's order from the global torch
 generator when its pass starts; augmentations draw from Python's `random` (item transforms) and torch
@@ -35,7 +36,6 @@ import torch
 from torch import Tensor
 
 from ember.callbacks.core import Callback
-from ember.callbacks.lr_finder import LRFinder
 from ember.callbacks.schedule import ParamScheduler
 from ember.core.optimizer import get_hyper
 from ember.learner.checkpoint import load_state, read_checkpoint, save_checkpoint
@@ -51,10 +51,6 @@ __all__ = [
     "rng_state",
     "set_rng_state",
 ]
-
-# The Recorder's attributes that the rest of the run's loss curves, epoch table and history go on from
-# (`losses` too, below); `_smooth` and `_n` are its running average of the batch losses.
-_RECORDER = ("lrs", "moms", "values", "times", "history", "n_fits", "final_metrics", "_smooth", "_n")
 
 
 def checkpoint_file(learn: Learner, name: str | Path) -> Path:
@@ -113,29 +109,6 @@ def _unprefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-# ---- the Recorder's history ---------------------------------------------------------------------
-def _plain(v: Any) -> Any:
-    """`v` with tensors turned into Python numbers, for JSON."""
-    if isinstance(v, Tensor):
-        return v.tolist()
-    if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
-
-
-def recorder_state(rec: Any) -> dict[str, Any]:
-    losses = list(rec.losses)  # first: reading them folds the losses still on the device into `_smooth`
-    return {"losses": losses} | {k: _plain(getattr(rec, k)) for k in _RECORDER}
-
-
-def load_recorder_state(rec: Any, state: dict[str, Any]) -> None:
-    for k in _RECORDER:
-        setattr(rec, k, state[k])
-    rec._losses, rec._pending = state["losses"], []
-
-
 # ---- saving ---------------------------------------------------------------------------------------
 class CheckpointCallback(Callback):
     """Write a resumable checkpoint to `learn.path/model_dir/{fname}.safetensors` after every epoch and,
@@ -157,7 +130,7 @@ class CheckpointCallback(Callback):
 
     def _active(self) -> bool:
         # lr_find trains and then undoes it: its fits are no point to resume from.
-        return not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        return not any(cb.undoes_fit for cb in self.learn.cbs)
 
     def before_train(self) -> None:
         # The states this pass's order and draws come from (in a resumed pass, ResumeCallback set them).
@@ -183,11 +156,11 @@ class CheckpointCallback(Callback):
             "n_epoch": learn.n_epoch, "n_iter": learn.n_iter,
             "frozen": any(not p.requires_grad for p in learn.model.parameters()),  # fine_tune's stage
             "grad_scaler": scaler.state_dict() if scaler is not None else None,
-            "recorder": recorder_state(learn.recorder),
+            "recorder": learn.recorder.state_dict(),
         }  # fmt: skip
         tensors = _prefixed(rng_state(), "rng.") | (_prefixed(self._pass_rng, "rng_pass.") if batch else {})
         path = checkpoint_file(learn, self.fname)
-        save_checkpoint(path, learn.model, learn.opt, learn.epoch, tensors, {"run": json.dumps(run)})
+        save_checkpoint(path, learn.model, learn.opts, learn.epoch, tensors, {"run": json.dumps(run)})
         return path
 
 
@@ -224,10 +197,10 @@ class ResumeCallback(Callback):
         learn, run = self.learn, self.run
         self._check_fit_length()
         tensors, meta = read_checkpoint(self.path)
-        load_state(self.path, tensors, meta, learn.model, learn.opt, strict=True)
+        load_state(self.path, tensors, meta, learn.model, learn.opts, strict=True)
         self._check_schedule()
         self._load_grad_scaler()
-        load_recorder_state(learn.recorder, run["recorder"])
+        learn.recorder.load_state_dict(run["recorder"])
         learn.start_epoch, learn.train_iter = run["epoch"], run["train_iter"]
         learn.epochs_trained = run["epochs_trained"]
         self._rng, self._pass_rng = _unprefixed(tensors, "rng."), _unprefixed(tensors, "rng_pass.")
@@ -258,8 +231,9 @@ class ResumeCallback(Callback):
         for cb in learn.cbs:
             if not isinstance(cb, ParamScheduler) or done == 0:
                 continue
-            for name in ("lr", "mom"):
-                saved, ours = get_hyper(learn.opt, name), [f(pos) for f in cb.scheds.get(name, [])]
+            opts = learn.opts if cb.opt_idx is None else [learn.opts[cb.opt_idx]]
+            for opt, name in ((opt, name) for opt in opts for name in ("lr", "mom")):
+                saved, ours = get_hyper(opt, name), [f(pos) for f in cb.scheds.get(name, [])]
                 if ours and not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(saved, ours)):
                     raise ValueError(
                         f"{self.path}: after {done} batches the saved run's {name} was {saved[-1]:.6g}; this "
