@@ -30,15 +30,16 @@ from ember.core.utils import set_seed
 from ember.data.block import DataBlock
 from ember.data.blocks import CategoryBlock
 from ember.data.builtin import builtin_data
-from ember.data.getters import get_image_files, parent_label
+from ember.data.getters import parent_label
 from ember.data.splitters import GrandparentSplitter
 from ember.info import DEMO_DIR
 from ember.learner import Learner
 from ember.metrics import accuracy, error_rate, rmse
 from ember.models import efficientnet_lite0
 from ember.vision.augment import Resize
-from ember.vision.core import PILImageBW
-from ember.vision.data import ImageBlock, ImageDataLoaders
+from ember.vision.blocks import ImageBlock
+from ember.vision.core import PILImageBW, get_image_files
+from ember.vision.data import ImageDataLoaders
 from ember.vision.learner import vision_learner
 from ember.vision.train import save_outputs
 

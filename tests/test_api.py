@@ -88,7 +88,8 @@ def test_the_resnet_weight_files_ember_looks_for_are_torchvisions(arch):
 
 # ---- error messages show paths and numbers as a person writes them ----------------------------------
 def test_an_empty_folder_is_named_by_its_path_not_its_repr(tmp_path):
-    from ember.data import DataBlock, DataError, get_image_files
+    from ember.data import DataBlock, DataError
+    from ember.vision.core import get_image_files
 
     with pytest.raises(DataError) as e:
         DataBlock(get_items=get_image_files).datasets(tmp_path)

@@ -386,3 +386,86 @@ def test_the_lessons_code_runs_on_movielens_titles_with_missing_ones():
     learn = collab_learner(dls, n_factors=50, y_range=(0, 5.5), metrics=rmse, quiet=True)
     learn.fit_one_cycle(2, 5e-3, wd=0.1)
     assert learn.recorder.value("rmse") < math.sqrt(baseline_mse(dls)) - 0.05
+
+
+# ---- export, load_learner, serve, report, show_results ---------------------------------------------------
+def test_an_exported_recommender_predicts_the_same_ratings_in_a_fresh_process(trained, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = trained.export(tmp_path / "ratings.pkl")
+    pairs = [("u3", "i7"), ("u10", "i2"), ("nobody", "i7"), ("u3", "nothing")]
+    with pytest.warns(UserWarning):
+        before = [trained.predict(u, i) for u, i in pairs]
+    code = (
+        "import json, warnings; warnings.simplefilter('ignore'); from ember.learner import load_learner; "
+        f"learn = load_learner({str(path)!r}); pairs = {pairs!r}; "
+        "print(json.dumps([learn.predict(u, i) for u, i in pairs]"
+        " + [type(learn).__name__, learn.dls.classes]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    *after, cls, classes = json.loads(out)
+    assert after == pytest.approx(before, abs=1e-6) and cls == "CollabLearner"
+    assert classes == trained.dls.classes  # '#na#' first, names in the rows' order
+
+
+def test_a_loaded_recommender_maps_unknown_names_to_na(trained, tmp_path):
+    from ember.learner import load_learner
+
+    learn = load_learner(trained.export(tmp_path / "r.pkl"))
+    assert learn.dls.users.encode(["nobody", "u3"]).tolist()[0] == 0
+    assert learn.dls.users.decode([0]) == ["#na#"]
+    item = learn.dls.classes["item"][4]
+    with pytest.warns(UserWarning, match="not seen in training"):
+        cold = learn.predict("nobody", item)
+    expected = sigmoid_range(learn.model.i_bias.weight[4, 0].detach(), 0, 5.5)
+    assert cold == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_the_neural_recommender_exports_too(tmp_path):
+    from ember.learner import load_learner
+
+    torch.manual_seed(0)
+    learn = quiet_learner(dls_for(synthetic_ratings()), use_nn=True, layers=[8], y_range=(0, 5.5))
+    learn.fit(1, 1e-2)
+    loaded = load_learner(learn.export(tmp_path / "nn.pkl"))
+    assert loaded.predict("u3", "i7") == pytest.approx(learn.predict("u3", "i7"), abs=1e-6)
+
+
+def test_a_served_recommender_takes_json_and_answers_the_rating(trained, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ember.serve import create_app
+
+    path = trained.export(tmp_path / "ratings.pkl")
+    with TestClient(create_app(path)) as client:
+        one = client.post("/predict", json={"user": "u3", "item": "i7"})
+        assert one.status_code == 200, one.text
+        assert one.json()["rating"] == pytest.approx(trained.predict("u3", "i7"), abs=1e-5)
+        assert one.json()["unknown"] == [] and one.json()["model"] == "EmbeddingDotBias"
+        many = client.post("/predict", json=[{"user": "u3", "item": "i7"}, {"user": "nobody", "item": "i7"}])
+        results = many.json()["results"]
+        assert [r["unknown"] for r in results] == [[], ["user"]]
+        assert client.post("/predict/batch", json=[{"user": "u3", "item": "i7"}]).status_code == 200
+        bad = client.post("/predict", json={"user": "u3"})
+        assert bad.status_code == 400 and '"item"' in bad.json()["error"]
+        not_json = client.post("/predict", content=b"{x", headers={"Content-Type": "application/json"})
+        assert not_json.status_code == 400
+        assert client.post("/predict", content=b"x", headers={"Content-Type": "image/png"}).status_code == 415
+        page = client.get("/")
+        assert page.status_code == 200 and 'name="user"' in page.text and 'name="item"' in page.text
+        assert "application/json" in page.text  # the page says what to POST
+        assert client.get("/model").json()["task"] == "collaborative filtering"
+
+
+def test_a_recommenders_report_shows_predicted_against_actual_ratings(trained, tmp_path):
+    path = trained.report(tmp_path / "report.html")
+    html = path.read_text()
+    assert "Predicted and actual ratings" in html and "RMSE on the" in html and "Largest errors" in html
+
+
+def test_show_results_lists_names_ratings_and_predictions(trained, capsys):
+    table = trained.show_results(max_n=4)
+    assert list(table.columns) == ["user", "item", "rating", "prediction"] and len(table) == 4
+    assert "prediction" in capsys.readouterr().out

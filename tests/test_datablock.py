@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
@@ -21,11 +22,14 @@ from ember.basics import (
     RegexLabeller,
     RegressionBlock,
     TrainTestSplitter,
+    Transform,
+    TransformBlock,
     get_files,
-    get_image_files,
     parent_label,
     using_attr,
 )
+from ember.data import transforms
+from ember.data.transforms import CATEGORY, Pipeline, register_kind
 
 
 @pytest.fixture
@@ -125,7 +129,7 @@ def test_a_label_function_that_raises_names_the_item():
 
 def test_no_items_is_an_error_naming_the_source(tmp_path):
     with pytest.raises(DataError, match="no items found"):
-        DataBlock(get_items=get_image_files).datasets(tmp_path)
+        DataBlock(get_items=get_files).datasets(tmp_path)
 
 
 def test_summary_walks_every_step_and_names_the_one_that_fails(df, capsys):
@@ -135,6 +139,48 @@ def test_summary_walks_every_step_and_names_the_one_that_fails(df, capsys):
     with pytest.raises(DataError):
         number_block(("y", "y")).summary(df)
     assert "FAILED at: split and set up blocks" in capsys.readouterr().out
+
+
+def test_a_block_of_an_undeclared_kind_fails_naming_it_and_the_declared_ones(df):
+    misspelt = TransformBlock(type_tfms=[float], kind="regresion")
+    dblock = DataBlock(blocks=(misspelt, CategoryBlock), get_x=ColReader("x"), get_y=ColReader("y"))
+    with pytest.raises(DataError, match=r"unknown kind 'regresion'.*'regression'.*register_kind"):
+        dblock.dataloaders(df, bs=4, num_workers=0)
+
+
+def test_an_application_declares_a_kind_once_and_its_transforms_read_it(monkeypatch):
+    monkeypatch.setattr(transforms, "_KINDS", dict(transforms._KINDS))  # the kind is gone after the test
+    text = register_kind("text", "a string")
+    assert register_kind("text", "a string") == text == "text"  # again, the same: a module imported twice
+    with pytest.raises(ValueError, match="'text' is already declared as 'a string'"):
+        register_kind("text", "token ids")
+
+    class Upper(Transform):
+        def encodes(self, values, kinds, split_idx):
+            return tuple(v.upper() if k == text else v for v, k in zip(values, kinds))
+
+    assert Pipeline([Upper()], (text, CATEGORY), split_idx=0)(("hi", "hi")) == ("HI", "hi")
+
+
+def test_a_target_that_draws_gets_two_panels_per_item_and_one_of_text_a_coloured_title(df):
+    class Bar(RegressionBlock):  # an application's block: it draws its values rather than naming them
+        draws = True
+
+        def show(self, value, ax):
+            ax.bar([0], [float(value)])
+
+    dblock = DataBlock(blocks=(RegressionBlock, Bar), get_x=ColReader("x"), get_y=ColReader("x"))
+    drawn = dblock.dataloaders(df, bs=4, num_workers=0)
+    xb, yb = drawn.valid.one_batch()
+    fig = drawn.show_results((xb, yb), yb + 1, max_n=3)
+    assert [ax.get_title() for ax in fig.axes if ax.patches] == ["target", "prediction"] * 3
+    text = number_block(splitter=ColSplitter()).dataloaders(df, bs=4, num_workers=0)
+    xb, yb = text.valid.one_batch()  # rows 40, 41, 42: even, odd, even
+    fig = text.show_results((xb, yb), 1 - yb, max_n=3)
+    shown = fig.axes[:3]  # a 2 x 2 grid
+    assert [ax.get_title() for ax in shown] == ["even\nodd", "odd\neven", "even\nodd"]
+    assert {ax.title.get_color() for ax in shown} == {"red"}
+    plt.close("all")
 
 
 def test_test_dl_transforms_new_items_like_the_validation_set(df):
@@ -171,10 +217,11 @@ def test_get_files_filters_extensions_skips_hidden_and_limits_folders(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     names = lambda fs: sorted(str(f.relative_to(tmp_path)) for f in fs)  # noqa: E731
-    assert names(get_image_files(tmp_path)) == ["5.png", "a/1.png", "a/2.JPG", "b/3.png"]
+    pictures = [".png", "jpg"]  # with or without the dot, in any case
+    assert names(get_files(tmp_path, extensions=pictures)) == ["5.png", "a/1.png", "a/2.JPG", "b/3.png"]
     assert names(get_files(tmp_path, extensions=["txt"])) == ["b/notes.txt"]
-    assert names(get_image_files(tmp_path, folders=["a"])) == ["a/1.png", "a/2.JPG"]
-    assert names(get_image_files(tmp_path, recurse=False)) == ["5.png"]
+    assert names(get_files(tmp_path, extensions=pictures, folders=["a"])) == ["a/1.png", "a/2.JPG"]
+    assert names(get_files(tmp_path, extensions=pictures, recurse=False)) == ["5.png"]
     with pytest.raises(DataError, match="is not a folder"):
         get_files(tmp_path / "nope")
 
@@ -251,7 +298,7 @@ def test_summary_shows_a_batch_when_asked(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from ember.vision.all import ImageBlock, Resize
+    from ember.vision.all import ImageBlock, Resize, get_image_files
 
     for i in range(6):
         Image.fromarray(np.full((10, 10, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")

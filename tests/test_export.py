@@ -342,9 +342,9 @@ def test_a_users_class_cannot_take_the_name_of_a_registered_one(monkeypatch):
         def to_config(self):
             return {}
 
-    with pytest.raises(ValueError, match=r"ember\.vision\.augment\.Resize.*test_export.*another name"):
+    with pytest.raises(ValueError, match=r"ember\.vision\.augment\.items\.Resize.*test_export.*another name"):
         register_config_type(Resize)
-    assert registered_type("Resize").__module__ == "ember.vision.augment"
+    assert registered_type("Resize").__module__ == "ember.vision.augment.items"
     register_config_type(_TinyNet, _TinyNet)  # the very same class again is fine
     assert registered_type("_TinyNet") is _TinyNet
 

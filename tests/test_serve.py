@@ -27,7 +27,6 @@ from PIL import Image, ImageFile
 import ember
 from ember.serve import ServeError, create_app, run_server
 from ember.serve.batcher import MicroBatcher, QueueFull, TimedOut
-from ember.serve.images import read_image
 from ember.serve.model import check_servable
 from ember.vision.all import (
     ImageDataLoaders,
@@ -39,6 +38,7 @@ from ember.vision.all import (
     vision_learner,
 )
 from ember.vision.core import PILImage, open_image
+from ember.vision.serve_io import read_image
 
 
 # ---- a tiny exported model, made once --------------------------------------------------------------
@@ -409,9 +409,10 @@ def test_a_missing_model_file_is_refused_with_its_path(tmp_path):
 
 
 def test_only_single_label_classifiers_are_served():
-    check_servable(None, {"task": "single-label classification", "vocab": ["a", "b"]})  # type: ignore[arg-type]
+    info = {"app": "vision", "task": "single-label classification", "vocab": ["a", "b"]}
+    check_servable(None, info)  # type: ignore[arg-type]
     with pytest.raises(ServeError, match="holds a regression model"):
-        check_servable(None, {"task": "regression", "vocab": None})  # type: ignore[arg-type]
+        check_servable(None, {**info, "task": "regression", "vocab": None})  # type: ignore[arg-type]
 
 
 def test_run_server_binds_to_localhost_by_default_and_says_so(export, monkeypatch, capsys):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ember.data.transforms import IMAGE, MASK, POINTS, Pipeline
+from ember.data.transforms import Pipeline
 from ember.vision.augment import (
     AffineWarp,
     Brightness,
@@ -32,6 +32,7 @@ from ember.vision.augment import (
     aug_transforms,
 )
 from ember.vision.core import imagenet_stats
+from ember.vision.kinds import IMAGE, MASK, POINTS
 
 TRAIN, VALID = 0, 1
 

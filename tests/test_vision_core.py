@@ -16,6 +16,7 @@ from ember.vision.core import (
     PILImage,
     PILImageBW,
     PILMask,
+    get_image_files,
     image_size,
     imagenet_stats,
     show_image,
@@ -171,3 +172,13 @@ def test_show_points_puts_corners_on_the_image_corners():
     show_points(torch.tensor([[3.0, 3.0]]), ax, (8, 4))  # far outside: the view stays on the image
     assert ax.get_xlim() == (left, right) and ax.get_ylim() == (bottom, top)
     plt.close("all")
+
+
+def test_get_image_files_finds_images_by_extension_in_any_case_skipping_hidden_ones(tmp_path):
+    for rel in ["a/1.png", "a/2.JPG", "a/.hidden.png", "b/3.webp", "b/notes.txt", ".cache/4.png", "5.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    names = lambda fs: [f.relative_to(tmp_path).as_posix() for f in fs]  # noqa: E731
+    assert names(get_image_files(tmp_path)) == ["5.png", "a/1.png", "a/2.JPG", "b/3.webp"]
+    assert names(get_image_files(tmp_path, folders=["a"])) == ["a/1.png", "a/2.JPG"]
+    assert names(get_image_files(tmp_path, recurse=False)) == ["5.png"]

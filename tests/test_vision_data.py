@@ -145,6 +145,18 @@ def test_segmentation_masks_stay_class_indices_and_get_a_per_pixel_loss(tmp_path
     assert type(dls.loss_func).__name__ == "CrossEntropyLossFlat" and dls.loss_func.axis == 1 and dls.c == 2
 
 
+def test_the_image_blocks_describe_draw_and_size_their_pil_values_for_the_data_core(pets, capsys):
+    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label)
+    dblock.summary(pets, bs=2)
+    out = capsys.readouterr().out
+    assert "ImageBlock.encode\n    -> PIL image mode=RGB size=24x20" in out  # the block's words, not a repr
+    assert "-> tuple(Tensor shape=(3, 20, 24) dtype=torch.uint8, " in out  # after ToTensor
+    img = Image.new("L", (24, 20))
+    assert ImageBlock().nbytes(img) == 24 * 20 and MaskBlock().nbytes(Image.new("RGB", (4, 5))) == 4 * 5 * 3
+    assert ImageBlock().nbytes(torch.zeros(3, 20, 24, dtype=torch.uint8)) == 3 * 20 * 24
+    assert ImageBlock.draws and MaskBlock.draws and PointBlock.draws and not CategoryBlock.draws
+
+
 def test_points_are_scaled_to_minus_one_one(tmp_path):
     for i in range(8):
         write_image(tmp_path / f"{i}.png", 100, size=(40, 20))

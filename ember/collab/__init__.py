@@ -13,6 +13,7 @@ pre-built tensors, so what costs time is the optimizer, which updates every embe
 step: fewer, larger steps and narrower tables cut it (see bench/README.md for the figures).
 """
 
+import ember.collab.app  # noqa: E402, F401, I001  registers collab with export, load_learner, the server and the report
 from ember.collab.data import CollabDataLoaders
 from ember.collab.interpret import cosine_neighbours, pca
 from ember.collab.learner import CollabLearner, collab_learner

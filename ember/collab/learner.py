@@ -205,13 +205,20 @@ def collab_learner(
     >>> learn.fit_one_cycle(5, 5e-3, wd=0.1)  # doctest: +SKIP
     """
     _check_y_range(y_range, dls)
+    yr = None if y_range is None else [float(y_range[0]), float(y_range[1])]
     if use_nn:
         szs = _emb_szs(dls, emb_szs)
         model: torch.nn.Module = EmbeddingNN(szs, layers or [100, 50], y_range=y_range, **(config or {}))
+        recipe = {"type": "EmbeddingNN", "emb_szs": [list(s) for s in szs],
+                  "layers": list(layers or [100, 50]), "y_range": yr, **(config or {})}  # fmt: skip
     else:
         if config or emb_szs or layers:
             raise ValueError("emb_szs, layers and config are for the neural model: pass use_nn=True")
         model = EmbeddingDotBias.from_vocabs(n_factors, dls.users, dls.items, y_range)
-    return CollabLearner(
+        recipe = {"type": "EmbeddingDotBias", "n_factors": n_factors, "n_users": len(dls.users),
+                  "n_items": len(dls.items), "y_range": yr}  # fmt: skip
+    learn = CollabLearner(
         dls, model, loss_func=loss_func if loss_func is not None else MSELossFlat(), **kwargs
     )
+    learn.model_config = recipe  # what learn.export needs to rebuild the model (ember.collab.app)
+    return learn

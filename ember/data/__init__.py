@@ -11,8 +11,6 @@ from ember.data.getters import (
     ColReader,
     RegexLabeller,
     get_files,
-    get_image_files,
-    image_extensions,
     parent_label,
     using_attr,
 )
@@ -57,8 +55,6 @@ __all__ = [
     "builtin_data",
     "download_url",
     "get_files",
-    "get_image_files",
-    "image_extensions",
     "parent_label",
     "untar_data",
     "using_attr",

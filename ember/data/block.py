@@ -333,17 +333,4 @@ def cache_threads(dsets: Datasets) -> int:
 def _fits_in_memory(dsets: Datasets) -> bool:
     n = len(dsets.items)
     first = dsets.encoded(dsets.splits[0][0])
-    return _nbytes(first) * n <= AUTO_CACHE_BYTES
-
-
-def _nbytes(values: tuple) -> int:
-    total = 0
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            total += v.numel() * v.element_size()
-        elif hasattr(v, "size") and hasattr(v, "mode"):  # a PIL image
-            w, h = v.size
-            total += w * h * len(v.getbands())
-        else:
-            total += 64
-    return total
+    return sum(b.nbytes(v) for b, v in zip(dsets.blocks, first)) * n <= AUTO_CACHE_BYTES

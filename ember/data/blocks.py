@@ -1,5 +1,9 @@
-"""Blocks: what a kind of value needs in a pipeline (how to make it, transform it, decode and show it,
-and which loss suits it as a target). The vision blocks live in `ember.vision.data`.
+"""Blocks: what a kind of value needs in a pipeline (how to make it, transform it, decode, describe and
+show it, and which loss suits it as a target).
+
+A block is also how an application extends the data core: the core asks the block, never the value's
+type, how to show a value (`show`, `draws`), describe it in `DataBlock.summary` (`describe`) and how much
+memory it takes in the cache (`nbytes`). The image blocks (`ember.vision.data`) override these.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from ember.core.serial import ConfigError, register_config_type
 from ember.core.utils import plain
 from ember.data.errors import DataError
 from ember.data.missing import NA, is_missing
+from ember.data.summary import describe
 from ember.data.transforms import CATEGORY, MULTI_CATEGORY, OTHER, REGRESSION, Transform
 from ember.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
 
@@ -28,6 +33,7 @@ class TransformBlock:
     """
 
     kind: str = OTHER
+    draws: bool = False  # whether `show` draws the value on the axes, rather than returning a title
 
     def __init__(
         self,
@@ -68,8 +74,18 @@ class TransformBlock:
         return None
 
     def show(self, value: Any, ax: Any) -> str | None:
-        """Draw `value` on `ax`, or return text for the title (targets and predictions)."""
+        """Draw `value` on `ax` and return None (a block with `draws = True`), or return text for the
+        title (labels, numbers). `show_results` draws a target and its prediction side by side when they
+        draw, and as two title lines when they are text."""
         return str(self.decode(value))
+
+    def describe(self, value: Any) -> str:
+        """A one-line description of a value of this block, for `DataBlock.summary`."""
+        return describe(value)
+
+    def nbytes(self, value: Any) -> int:
+        """About how many bytes a value of this block takes in memory (to decide whether to cache them)."""
+        return value.numel() * value.element_size() if isinstance(value, Tensor) else 64
 
     def to_config(self) -> dict:
         """The arguments that rebuild this block for inference (see `ember.core.serial`)."""

@@ -1,8 +1,10 @@
-"""Getting items and labels: files under a folder, labels from paths, names and table columns."""
+"""Getting items and labels: files under a folder, labels from paths, names and table columns.
+
+(`get_image_files` is vision's: `ember.vision.core`.)
+"""
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -16,13 +18,9 @@ __all__ = [
     "ColReader",
     "RegexLabeller",
     "get_files",
-    "get_image_files",
-    "image_extensions",
     "parent_label",
     "using_attr",
 ]
-
-image_extensions: set[str] = {k for k, v in mimetypes.types_map.items() if v.startswith("image/")} | {".webp"}
 
 
 def _norm_exts(extensions: Iterable[str] | None) -> set[str] | None:
@@ -60,16 +58,6 @@ def get_files(
 
 def _ext_ok(name: str, exts: set[str] | None) -> bool:
     return exts is None or os.path.splitext(name)[1].lower() in exts
-
-
-def get_image_files(
-    path: str | os.PathLike, recurse: bool = True, folders: Sequence[str] | None = None
-) -> list[Path]:
-    """Image files under `path` (by extension), sorted.
-
-    >>> fnames = get_image_files(path / "images")  # doctest: +SKIP
-    """
-    return get_files(path, extensions=image_extensions, recurse=recurse, folders=folders)
 
 
 def parent_label(o: str | os.PathLike) -> str:

@@ -11,7 +11,6 @@ from torch.utils.data import default_collate
 
 from ember.data.datasets import Datasets, TfmdDataset
 from ember.data.loaders import DataLoader
-from ember.data.transforms import MASK, POINTS
 
 if TYPE_CHECKING:
     from ember.data.block import TfmdDataLoaders
@@ -89,14 +88,14 @@ def show_results(
     figsize: tuple[float, float] | None = None,
 ) -> Any:
     """Inputs with their targets and the model's decoded predictions. Labels and numbers go in the
-    title (green when the prediction matches, red otherwise); points and masks are drawn in two panels
-    per item, the target on the left and the prediction on the right."""
+    title (green when the prediction matches, red otherwise); a target block that draws (`draws`: points,
+    masks) gets two panels per item, the target on the left and the prediction on the right."""
     blocks, n_inp = dls.datasets.blocks, dls.datasets.n_inp
     decoded = dls.dblock.batch_pipeline(blocks, 1).decode(tuple(v.detach().cpu() for v in batch))
     items = _items_of(decoded, max_n)
     preds = [p.detach().cpu() for p in preds[: len(items)]]
     target = blocks[n_inp]
-    if target.kind in (POINTS, MASK):
+    if target.draws:
         k = ncols // 2 if ncols else min(len(items), 3)
         fig, axs = _grid(2 * len(items), nrows, 2 * k, figsize)
         for i, (item, pred) in enumerate(zip(items, preds)):

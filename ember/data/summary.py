@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image
 from torch.utils.data import default_collate
 
 from ember.core.utils import plain
 
 if TYPE_CHECKING:
     from ember.data.block import DataBlock
+    from ember.data.blocks import TransformBlock
 
 __all__ = ["describe", "summarize"]
 
 
 def describe(v: Any) -> str:
-    """A short, readable description of a value: its type, and shape/dtype or size/mode."""
+    """A short, readable description of a value: its type, and its shape and dtype or its start. A block
+    describes its own values (`TransformBlock.describe`): an image block gives an image's size and mode."""
     if isinstance(v, torch.Tensor):
         body = f"{v.tolist()!r}" if v.numel() <= 8 else f"shape={tuple(v.shape)}"
         return f"Tensor {body} dtype={v.dtype}"
-    if isinstance(v, Image.Image):
-        return f"PIL image mode={v.mode} size={v.size[0]}x{v.size[1]}"
     if isinstance(v, tuple) or (isinstance(v, list) and len(v) <= 4):
         return f"{type(v).__name__}(" + ", ".join(describe(x) for x in v) + ")"
     if isinstance(v, list):
@@ -34,13 +33,17 @@ def describe(v: Any) -> str:
     return f"{type(v).__name__} {text if len(text) < 80 else text[:77] + '...'}"
 
 
-def _step(name: str, f: Callable[[], Any]) -> Any:
+def _describe_item(blocks: Sequence[TransformBlock], item: tuple) -> str:
+    return "tuple(" + ", ".join(b.describe(v) for b, v in zip(blocks, item)) + ")"
+
+
+def _step(name: str, f: Callable[[], Any], show: Callable[[Any], str] = describe) -> Any:
     try:
         out = f()
     except Exception as e:
         print(f"  FAILED at: {name}\n  {type(e).__name__}: {e}")
         raise
-    print(f"  {name}\n    -> {describe(out)}")
+    print(f"  {name}\n    -> {show(out)}")
     return out
 
 
@@ -59,12 +62,13 @@ def summarize(dblock: DataBlock, source: Any, bs: int = 4, show_batch: bool = Fa
         role = "input" if j < dsets.n_inp else "target"
         print(f" Block {j} ({role}): {block!r}")
         raw = _step(f"getter {getattr(getter, '__name__', getter)!r}", lambda g=getter: g(items[i]))
-        values.append(_step(f"{type(block).__name__}.encode", lambda b=block, r=raw: b.encode(r)))
+        encode = f"{type(block).__name__}.encode"
+        values.append(_step(encode, lambda b=block, r=raw: b.encode(r), block.describe))
     pipe = dblock.item_pipeline(dsets.blocks, 0)
     print(f"\nItem transforms (training): {pipe!r}")
-    item = tuple(values)
+    item, show = tuple(values), lambda x: _describe_item(dsets.blocks, x)
     for t in pipe.tfms:
-        item = _step(repr(t), lambda t=t, x=item: t.encodes(x, pipe.kinds, 0))
+        item = _step(repr(t), lambda t=t, x=item: t.encodes(x, pipe.kinds, 0), show)
     n = min(bs, len(dsets.train))
     print(f"\nCollating {n} items")
     tds = [pipe(dsets.train[k]) for k in range(n)]

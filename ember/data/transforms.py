@@ -1,37 +1,65 @@
-"""Transforms of a data pipeline, and the `Pipeline` that runs them in order.
+"""Transforms of a data pipeline, the `Pipeline` that runs them in order, and the kinds of values.
 
-Every value in an item travels with its *kind*, a string set by its block (`"image"`, `"mask"`,
-`"points"`, `"category"`, ...). A transform reads the kinds to treat each value right: `Resize`
-resamples an image bilinearly, its mask with nearest neighbour, and moves its points. This is plain
-data, not type dispatch: grep for `kinds` to see every place that branches on it.
+Every value in an item travels with its *kind*, a string tag set by its block. The core declares the
+kinds it knows (`"category"`, `"multicategory"`, `"regression"`, `"other"`); an application declares its
+own with `register_kind` (vision: `"image"`, `"mask"`, `"points"`, in `ember.vision.kinds`). A transform
+reads the kinds to treat each value right (vision's `Resize` resamples an image bilinearly, its mask with
+nearest neighbour, and moves its points); the core only passes the tags along and checks that each is
+declared. This is plain data, not type dispatch: grep for `kinds` to see every place that branches on it.
 
-Item transforms run per item on the CPU (PIL images, small tensors); batch transforms run per batch
-on the batch's device. Both share one protocol:
+Item transforms run per item on the CPU; batch transforms run per batch on the batch's device. Both share
+one protocol:
 
 >>> class Double(Transform):
 ...     def encodes(self, values, kinds, split_idx):
-...         return tuple(v * 2 if k == "regression" else v for v, k in zip(values, kinds))
+...         return tuple(v * 2 if k == REGRESSION else v for v, k in zip(values, kinds))
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ember.data.errors import DataError
+
 __all__ = [
     "CATEGORY",
-    "IMAGE",
-    "MASK",
     "MULTI_CATEGORY",
     "OTHER",
-    "POINTS",
     "REGRESSION",
     "Pipeline",
     "Transform",
+    "register_kind",
+    "registered_kinds",
     "with_kind",
 ]
 
-IMAGE, MASK, POINTS = "image", "mask", "points"
-CATEGORY, MULTI_CATEGORY, REGRESSION, OTHER = "category", "multicategory", "regression", "other"
+_KINDS: dict[str, str] = {}
+
+
+def register_kind(tag: str, what: str) -> str:
+    """Declare a kind of value, with what it is, and return its tag: how an application adds its kinds.
+
+    >>> TEXT = register_kind("text", "a string, then a tensor of token ids")  # doctest: +SKIP
+    >>> TransformBlock(type_tfms=[tokenize], kind=TEXT)  # doctest: +SKIP
+
+    Declaring a tag again with the same description is fine (a module imported twice); with another
+    description it is an error, as two applications would be reading each other's values.
+    """
+    if _KINDS.get(tag, what) != what:
+        raise ValueError(f"register_kind: the kind {tag!r} is already declared as {_KINDS[tag]!r}")
+    _KINDS[tag] = what
+    return tag
+
+
+def registered_kinds() -> dict[str, str]:
+    """Every declared kind and what it is."""
+    return dict(_KINDS)
+
+
+CATEGORY = register_kind("category", "one label, then its index in the vocabulary")
+MULTI_CATEGORY = register_kind("multicategory", "a list of labels, then a one-hot vector")
+REGRESSION = register_kind("regression", "one or more numbers, then a float tensor")
+OTHER = register_kind("other", "anything no transform looks at")
 
 TRAIN, VALID = 0, 1
 
@@ -62,11 +90,16 @@ class Transform:
 class Pipeline:
     """Transforms sorted by `order`, applied to one split's items or batches.
 
-    >>> pipe = Pipeline([Double()], kinds=("image", "regression"), split_idx=0)  # doctest: +SKIP
-    >>> pipe((img, 2.0))  # doctest: +SKIP
+    >>> pipe = Pipeline([Double()], kinds=(CATEGORY, REGRESSION), split_idx=0)
+    >>> pipe(("cat", 2.0))
+    ('cat', 4.0)
+
+    Every kind must be declared (`register_kind`): a misspelt one would pass every transform untouched.
     """
 
     def __init__(self, tfms: Sequence[Transform], kinds: Sequence[str], split_idx: int) -> None:
+        for k in kinds:
+            _check_kind(k)
         self.kinds, self.split_idx = tuple(kinds), split_idx
         self.tfms = [t for t in sorted(tfms, key=lambda t: t.order) if t.split_idx in (None, split_idx)]
 
@@ -90,6 +123,14 @@ class Pipeline:
         return f"Pipeline({', '.join(map(repr, self.tfms))})"
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in _KINDS:
+        raise DataError(
+            f"unknown kind {kind!r}; the declared kinds are {sorted(_KINDS)}. A block's kind is declared "
+            "with ember.data.transforms.register_kind (an application's module does it when imported)"
+        )
+
+
 def with_kind(kinds: tuple[str, ...], kind: str) -> list[int]:
-    """Indices of the values of one kind: `with_kind(("image", "mask"), "mask") == [1]`."""
+    """Indices of the values of one kind: `with_kind((CATEGORY, REGRESSION), REGRESSION) == [1]`."""
     return [i for i, k in enumerate(kinds) if k == kind]

@@ -6,6 +6,11 @@ vocabulary, the validation-time transforms such as Resize and Normalize, the los
 predictions). Loading reads JSON and tensors only. Types are looked up by name in the registry of
 `ember.core.serial`, never imported from the file, so a file cannot make ember run code.
 
+What the description holds is the application's to say (`AppSpec.describe` and `AppSpec.build` in
+`ember.learner.app`); the file stores the application's name, and `load_learner` imports an application
+only through the fixed table of `ember.apps`. A learner no application claims is described by its
+DataBlock (`describe_datablock`).
+
 >>> learn.export()                       # ./export.pkl (the course's name; the content is safetensors)
 >>> learn = load_learner("export.pkl")   # in another process, without the training data
 >>> label, idx, probs = learn.predict("cat.jpg")  # doctest: +SKIP
@@ -17,7 +22,6 @@ The file also lists the validation items (their files, relative to the data's fo
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import os
 from pathlib import Path
@@ -28,11 +32,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from ember.callbacks.channels_last import ChannelsLast
-from ember.core.serial import ConfigError, from_config, registered_type, to_config
+from ember.core.serial import ConfigError, from_config, to_config
 from ember.core.utils import atomic_write, default_device
 from ember.data.block import DataBlock, TfmdDataLoaders
 from ember.data.datasets import Datasets
 from ember.data.transforms import VALID, Transform
+from ember.learner.app import AppSpec, app_of
 from ember.learner.checkpoint import model_tensors
 
 if TYPE_CHECKING:
@@ -41,24 +46,17 @@ if TYPE_CHECKING:
 __all__ = [
     "ExportError",
     "NotAnExportError",
+    "build_datablock",
+    "describe_datablock",
     "export_learner",
     "load_learner",
+    "model_recipe",
     "read_export_info",
     "read_valid_items",
 ]
 
 FORMAT, VERSION = "ember.export", 1
 MAX_HEADER = 100 * 2**20  # a safetensors header larger than this is not one of ours
-# Packages whose import registers the types an export can name: ember's own applications, listed
-# here (not read from the file) so that loading never imports a module a file chose.
-_APPS = {"vision": ("ember.vision.data", "ember.vision.learner")}
-_TASKS = {
-    "category": "single-label classification",
-    "multicategory": "multi-label classification",
-    "regression": "regression",
-    "points": "point regression",
-    "mask": "segmentation",
-}
 # The folders this process exported each file name to, so that a `load_learner("pets.pkl")` run from
 # another folder can say where the file went.
 _EXPORTED: dict[str, list[Path]] = {}
@@ -87,25 +85,35 @@ def export_learner(learn: Learner, path: Path) -> Path:
 
 
 def describe(learn: Learner) -> dict[str, Any]:
-    """The JSON description an export file holds; an `ExportError` naming what cannot be described."""
+    """The JSON description an export file holds; an `ExportError` naming what cannot be described.
+
+    The application that claims the learner (`ember.learner.app`) describes it; a learner no application
+    claims is described by its DataBlock alone (`describe_datablock`)."""
+    found = app_of(learn)
+    if found is None:
+        cfg, app, task = describe_datablock(learn), None, None
+    else:
+        spec, task = found
+        cfg, app = spec.describe(learn), spec.name
+    cfg = {**cfg, "app": app, "task": task}
+    cfg["info"] = {**cfg.get("info", {}), "app": app, **_training_info(learn)}
+    _check_json(cfg)
+    return cfg
+
+
+def describe_datablock(learn: Learner) -> dict[str, Any]:
+    """The model's recipe, the blocks with their vocabulary, the validation transforms and the loss of a
+    learner on DataBlock loaders, with `info` (arch, vocab, n_out, input_size) for `read_export_info`."""
     dls = learn.dls
     if not isinstance(dls, TfmdDataLoaders):
         raise ExportError(
             "learn.export needs DataLoaders made by a DataBlock or a factory (ImageDataLoaders...), which "
             "know how to prepare a new item; with other DataLoaders, save the weights with learn.save()"
         )
-    if learn.model_config is None:
-        raise ExportError(
-            "learn.export does not know how to rebuild this model: learners made by vision_learner "
-            "(without custom_head or a callable cut) record it. For a model of your own, save its "
-            "weights with learn.save(), or register a builder with ember.core.serial.register_config_type "
-            "and set learn.model_config = {'type': builder_name, **its_kwargs}"
-        )
-    blocks = dls.datasets.blocks
     try:
         cfg = {
-            "model": dict(learn.model_config),
-            "blocks": [to_config(b) for b in blocks],
+            "model": model_recipe(learn),
+            "blocks": [to_config(b) for b in dls.datasets.blocks],
             "n_inp": dls.datasets.n_inp,
             "item_tfms": _tfms_config(dls.dblock.item_tfms),
             "batch_tfms": _tfms_config(dls.dblock.batch_tfms),
@@ -115,10 +123,28 @@ def describe(learn: Learner) -> dict[str, Any]:
         }
     except ConfigError as e:
         raise ExportError(f"learn.export: {e}") from e
-    cfg["apps"] = _apps_of(cfg)
-    cfg["info"] = _info(learn, cfg)
-    _check_json(cfg)
+    target = cfg["blocks"][-1]
+    cfg["info"] = {
+        "arch": cfg["model"].get("arch"),
+        "task": "other",
+        "vocab": target.get("vocab", target.get("codes")),
+        "n_out": cfg["model"].get("n_out"),
+        "input_size": _input_size(cfg),
+    }
     return cfg
+
+
+def model_recipe(learn: Learner) -> dict[str, Any]:
+    """`learn.model_config`, or an `ExportError` saying how to give a model one."""
+    if learn.model_config is None:
+        raise ExportError(
+            "learn.export does not know how to rebuild this model: learners made by vision_learner "
+            "(without custom_head or a callable cut) or collab_learner record it. For a model of your own, "
+            "save its weights with learn.save(), or register a builder with "
+            "ember.core.serial.register_config_type and set learn.model_config = {'type': builder_name, "
+            "**its_kwargs}"
+        )
+    return dict(learn.model_config)
 
 
 def _tfms_config(tfms: list[Transform]) -> list[dict[str, Any]]:
@@ -139,25 +165,12 @@ def _valid_items(dls: TfmdDataLoaders) -> list[str] | None:
     return files or None
 
 
-def _apps_of(cfg: dict[str, Any]) -> list[str]:
-    """The ember applications whose types the description names (imported again at loading)."""
-    descs = [cfg["model"], *cfg["blocks"], *cfg["item_tfms"], *cfg["batch_tfms"], cfg["loss_func"]]
-    mods = [getattr(registered_type(d["type"]), "__module__", "") for d in descs]
-    return sorted(app for app in _APPS if any(m.startswith(f"ember.{app}.") for m in mods))
-
-
-def _info(learn: Learner, cfg: dict[str, Any]) -> dict[str, Any]:
-    """What a person (or a server) wants to know about the model without loading it."""
+def _training_info(learn: Learner) -> dict[str, Any]:
+    """What a person (or a server) wants to know about the training, without loading the model."""
     import ember
 
-    target = cfg["blocks"][-1]
     metrics, epochs = _training_record(learn)
     return {
-        "arch": cfg["model"].get("arch"),
-        "task": _TASKS.get(getattr(learn.dls.datasets.blocks[-1], "kind", ""), "other"),
-        "vocab": target.get("vocab", target.get("codes")),
-        "n_out": cfg["model"].get("n_out"),
-        "input_size": _input_size(cfg),
         "metrics": metrics,
         "epochs_trained": epochs,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -281,25 +294,42 @@ def load_learner(fname: str | Path, cpu: bool = True) -> Learner:
     >>> learn.predict("cat.jpg")  # doctest: +SKIP
     ('True', tensor(1), tensor([0.0210, 0.9790]))
     """
-    from ember.learner.learner import Learner
-
     path = Path(fname)
     cfg, tensors = _read(path)
-    for app in cfg.get("apps", []):
-        if app not in _APPS:
-            raise NotAnExportError(f"{path} needs an ember application {app!r} this ember does not have")
-        for module in _APPS[app]:
-            importlib.import_module(module)
+    spec = _app(path, cfg)
     device = torch.device("cpu") if cpu else default_device()
     try:
-        dls = _inference_dls(cfg, device, path.parent)
-        model = from_config(cfg["model"])
-        loss_func = from_config(cfg["loss_func"])
+        learn = (spec.build if spec is not None else build_datablock)(cfg, path.parent, device)
     except (ConfigError, KeyError, TypeError, ValueError) as e:
         raise NotAnExportError(f"{path}: its description cannot be rebuilt ({e!r})") from e
-    _load_weights(path, model, tensors)
-    learn = Learner(dls, model.eval(), loss_func=loss_func, path=path.parent, quiet=True)
-    learn.model_config, learn.export_info = cfg["model"], cfg.get("info", {})
+    _load_weights(path, learn.model, tensors)
+    learn.model.eval()
+    learn.export_info = cfg.get("info", {})
+    return learn
+
+
+def _app(path: Path, cfg: dict[str, Any]) -> AppSpec | None:
+    """The application an export names, imported only through the table of `ember.apps`."""
+    from ember.apps import UnknownApp, load_app  # ember.apps imports this package: not at the top
+
+    legacy = cfg.get("apps") or [None]  # files written before "app": the list of apps imported
+    name = cfg["app"] if "app" in cfg else legacy[0] if len(legacy) == 1 else legacy
+    if name is None:
+        return None
+    try:
+        return load_app(name)
+    except UnknownApp as e:
+        raise NotAnExportError(f"{path} needs an application this ember does not have: {e}") from e
+
+
+def build_datablock(cfg: dict[str, Any], folder: Path, device: torch.device) -> Learner:
+    """A Learner for inference from `describe_datablock`'s description (weights not loaded yet)."""
+    from ember.learner.learner import Learner
+
+    dls = _inference_dls(cfg, device, folder)
+    model, loss_func = from_config(cfg["model"]), from_config(cfg["loss_func"])
+    learn = Learner(dls, model, loss_func=loss_func, path=folder, quiet=True)
+    learn.model_config = cfg["model"]
     if cfg.get("channels_last"):
         learn.to_channelslast()
     return learn

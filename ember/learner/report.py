@@ -2,7 +2,8 @@
 
 The page has the model and its final metrics, the data (sizes, blocks, vocabulary, a batch), the last
 `lr_find` curve, the loss and metric curves of every fit, and for a single-label classifier its
-confusion matrix, most confused pairs, top losses and most uncertain items. Images are PNG data URIs
+confusion matrix, most confused pairs, top losses and most uncertain items (an application may give
+its own sections instead: `AppSpec.report_sections` in `ember.learner.app`). Images are PNG data URIs
 and the style is inline, so the one file can be mailed, attached to a CI run or opened offline.
 
 >>> learn.fine_tune(1); learn.report("report.html")  # doctest: +SKIP
@@ -23,12 +24,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ember.core.utils import atomic_write
 from ember.data.block import TfmdDataLoaders
+from ember.learner.app import app_of
 from ember.learner.interpret import ClassificationInterpretation, is_single_label
 
 if TYPE_CHECKING:
     from ember.learner.learner import Learner
 
-__all__ = ["write_report"]
+__all__ = ["Section", "classifier_sections", "html_image", "html_table", "write_report"]
 
 MAX_VOCAB_SHOWN = 50  # a vocabulary longer than this is cut, with its full length said
 MAX_CONFUSION_CLASSES = 40  # beyond this a confusion matrix plot is unreadable: the table stays
@@ -62,7 +64,9 @@ def _sections(learn: Learner) -> Iterator[Section | None]:
     yield _data_section(learn)
     yield _lr_find_section(learn)
     yield _training_section(learn)
-    yield from _classifier_sections(learn)
+    found = app_of(learn)
+    app_sections = found[0].report_sections if found is not None else None
+    yield from (app_sections or classifier_sections)(learn)
 
 
 # ---- the sections ------------------------------------------------------------------------------------
@@ -79,12 +83,14 @@ def _summary_section(learn: Learner) -> Section:
     ]
     history = learn.recorder.history
     final = (
-        _table(["metric", "value"], _final_metrics(learn))
+        html_table(["metric", "value"], _final_metrics(learn))
         if history
         else "<p>No epoch trained yet: the model is as it was built or loaded.</p>"
     )
     return Section(
-        "summary", "Model and final metrics", _table(["", ""], rows) + "\n<h3>Final metrics</h3>\n" + final
+        "summary",
+        "Model and final metrics",
+        html_table(["", ""], rows) + "\n<h3>Final metrics</h3>\n" + final,
     )
 
 
@@ -106,8 +112,10 @@ def _data_section(learn: Learner) -> Section:
     body = ""
     if isinstance(dls, TfmdDataLoaders):
         rows += _block_rows(dls)
-        body = "\n<h3>A training batch</h3>\n" + _img(dls.show_batch(max_n=9), "a grid of training items")
-    return Section("data", "Data", _table(["", ""], rows) + body)
+        body = "\n<h3>A training batch</h3>\n" + html_image(
+            dls.show_batch(max_n=9), "a grid of training items"
+        )
+    return Section("data", "Data", html_table(["", ""], rows) + body)
 
 
 def _count(ds: Any, dl: Any) -> str:
@@ -138,7 +146,7 @@ def _lr_find_section(learn: Learner) -> Section | None:
     if res is None:
         return None
     rows = [(name, f"{lr:.2e}") for name, lr in res.suggestions._asdict().items()]
-    body = _img(res.plot(), "loss against learning rate from lr_find") + _table(
+    body = html_image(res.plot(), "loss against learning rate from lr_find") + html_table(
         ["suggestion", "learning rate"], rows
     )
     return Section("lr-find", "Learning rate finder", body)
@@ -153,11 +161,15 @@ def _training_section(learn: Learner) -> Section | None:
     rows = [[_fmt_cell(k, h.get(k)) for k in header] for h in history]
     note = "<p>Epochs are counted across fits; a dashed line marks the start of a new fit.</p>"
     return Section(
-        "training", "Training", _img(fig, "loss and metrics per epoch") + note + _table(header, rows)
+        "training",
+        "Training",
+        html_image(fig, "loss and metrics per epoch") + note + html_table(header, rows),
     )
 
 
-def _classifier_sections(learn: Learner) -> Iterator[Section]:
+def classifier_sections(learn: Learner) -> Iterator[Section]:
+    """The confusion matrix, most confused pairs, top losses and most uncertain items of a single-label
+    classifier on its validation set; nothing for other learners. An application's `report_sections`."""
     interp = _interpretation(learn)
     if interp is None:  # regression, multi-label, no validation set: nothing to confuse
         return
@@ -165,9 +177,9 @@ def _classifier_sections(learn: Learner) -> Iterator[Section]:
     cm = "<p>Too many classes to draw; see the table below.</p>"
     if c <= MAX_CONFUSION_CLASSES:
         side = min(12.0, max(4.0, c * 0.6 + 2))
-        cm = _img(interp.plot_confusion_matrix(figsize=(side, side)), "confusion matrix")
+        cm = html_image(interp.plot_confusion_matrix(figsize=(side, side)), "confusion matrix")
     pairs = interp.most_confused()[:20]
-    confused = _table(["actual", "predicted", "count"], pairs) if pairs else "<p>No confusion at all.</p>"
+    confused = html_table(["actual", "predicted", "count"], pairs) if pairs else "<p>No confusion at all.</p>"
     yield Section(
         "confusion", "Confusion matrix (validation set)", cm + "\n<h3>Most confused</h3>\n" + confused
     )
@@ -187,14 +199,14 @@ def _interpretation(learn: Learner) -> ClassificationInterpretation | None:
 def _top_losses(interp: ClassificationInterpretation, k: int = 9) -> str:
     caption = "<p>Titles: predicted/actual / loss / probability of the prediction.</p>"
     if _inputs_drawable(interp):
-        return caption + _img(interp.plot_top_losses(k), "the validation items with the largest losses")
+        return caption + html_image(interp.plot_top_losses(k), "the validation items with the largest losses")
     losses, idxs = interp.top_losses(k)
     probs = interp.probs.max(1).values.tolist()
     rows = [
         [i, *_pred_actual(interp, i), f"{loss:.4f}", f"{probs[i]:.4f}"]
         for loss, i in zip(losses.tolist(), idxs.tolist())
     ]
-    return _table(["item", "predicted", "actual", "loss", "probability"], rows)
+    return html_table(["item", "predicted", "actual", "loss", "probability"], rows)
 
 
 def _most_uncertain(interp: ClassificationInterpretation, k: int = 9) -> str:
@@ -202,13 +214,13 @@ def _most_uncertain(interp: ClassificationInterpretation, k: int = 9) -> str:
         "<p>The smallest gaps between the two most probable classes. Titles: predicted/actual / top two.</p>"
     )
     if _inputs_drawable(interp):
-        return caption + _img(
+        return caption + html_image(
             interp.plot_most_uncertain(k), "the validation items the model is least sure of"
         )
     idxs = interp.most_uncertain(k).tolist()
     top2 = interp.probs.topk(2, dim=1).values.tolist()
     rows = [[i, *_pred_actual(interp, i), f"{top2[i][0]:.4f}", f"{top2[i][1]:.4f}"] for i in idxs]
-    return _table(["item", "predicted", "actual", "top probability", "second"], rows)
+    return html_table(["item", "predicted", "actual", "top probability", "second"], rows)
 
 
 def _pred_actual(interp: ClassificationInterpretation, i: int) -> tuple[str, str]:
@@ -260,14 +272,14 @@ def _page(title: str, sections: list[Section]) -> str:
     return _PAGE.substitute(title=html.escape(title), meta=html.escape(meta), nav=nav, sections=body)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header) if any(header) else ""
     thead = f"<thead><tr>{head}</tr></thead>" if head else ""
     trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f'<div class="table"><table>{thead}<tbody>{trs}</tbody></table></div>'
 
 
-def _img(fig: Any, alt: str) -> str:
+def html_image(fig: Any, alt: str) -> str:
     """A matplotlib figure as an inline PNG; the figure is closed."""
     import matplotlib.pyplot as plt
 

@@ -1,4 +1,8 @@
-"""A web server for an exported image classifier: a page to try it, and a JSON API.
+"""A web server for an exported model: a page to try it, and a JSON API.
+
+What a request holds and what its answer says come from the model's application (its `RequestIO`, see
+`ember.learner.app`): an image classifier takes image uploads and answers a label and probabilities; a
+recommender takes `{"user": ..., "item": ...}` and answers the rating.
 
 The model is loaded once, when the app is made. Images are decoded in a thread pool and every forward
 runs in one worker thread, off the event loop; requests that arrive together share a forward
@@ -38,7 +42,7 @@ from ember.learner.export import read_export_info
 from ember.serve.batcher import MicroBatcher
 from ember.serve.limits import BodyLimit
 from ember.serve.model import ServedModel, check_servable
-from ember.serve.routes import add_error_handlers, router
+from ember.serve.routes import add_error_handlers, image_router, json_router, router
 
 __all__ = ["Limits", "create_app", "run_server"]
 
@@ -117,18 +121,22 @@ def create_app(
         yield
         await served.batcher.stop()
 
-    app = FastAPI(title=f"ember · {model.name}", description=_DESCRIPTION, lifespan=lifespan)
+    images = model.io.kind == "image"
+    about = _IMAGES if images else f"Send JSON, e.g. `{model.io.example}`."
+    app = FastAPI(title=f"ember · {model.name}", description=f"{about} {_ERRORS}", lifespan=lifespan)
     app.state.served = served
     app.add_middleware(BodyLimit, max_bytes=served.limits.max_bytes)
     add_error_handlers(app)
     app.include_router(router)
+    app.include_router(image_router if images else json_router)
     return app
 
 
-_DESCRIPTION = (
+_IMAGES = (
     "Classify an image with an exported ember model. Send it as multipart form data (field `file`) or as "
-    'the raw body with `Content-Type: image/*`. Errors come as `{"error": "..."}`.'
+    "the raw body with `Content-Type: image/*`."
 )
+_ERRORS = 'Errors come as `{"error": "..."}`.'
 
 
 def run_server(

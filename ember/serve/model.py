@@ -1,7 +1,9 @@
-"""The served model: an export file loaded once, and a batch of images in, one answer per image out.
+"""The served model: an export file loaded once, with its application's request I/O (`RequestIO`):
+how a request body becomes an input, and a batch of inputs becomes one JSON answer each.
 
 >>> model = ServedModel("export.pkl")  # doctest: +SKIP
->>> model.predict_batch([PILImage.create("cat.jpg")])[0]["label"]  # doctest: +SKIP
+>>> x = model.read(open("cat.jpg", "rb").read(), 40_000_000, "cat.jpg")  # doctest: +SKIP
+>>> model.predict_batch([x])[0]["label"]  # doctest: +SKIP
 'cat'
 """
 
@@ -11,68 +13,53 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
+from ember.apps import UnknownApp, load_app
+from ember.learner.app import RequestIO
 from ember.learner.export import load_learner, read_export_info
 
 __all__ = ["ServeError", "ServedModel", "check_servable"]
-
-SERVABLE = "single-label classification"
 
 
 class ServeError(ValueError):
     """A model file that is an ember export, but not one this server can serve."""
 
 
-def check_servable(path: Path, info: dict[str, Any]) -> None:
-    """Refuse, with what to do, an export whose predictions are not one label out of a vocabulary."""
-    if info.get("task") != SERVABLE or not info.get("vocab"):
-        raise ServeError(
-            f"{path} holds a {info.get('task', 'unknown')} model; `ember serve` serves {SERVABLE} models "
-            "(a vision_learner on a CategoryBlock): for this one, use load_learner(...).predict in your code"
-        )
+def check_servable(path: Path, info: dict[str, Any]) -> RequestIO:
+    """The request I/O of the export's application; a `ServeError` saying what to do when it has none, or
+    when it cannot serve this model (`RequestIO.check`)."""
+    try:
+        spec = load_app(info.get("app"))
+    except UnknownApp as e:
+        raise ServeError(f"{path} names no application this server knows: {e}") from e
+    io = spec.request_io
+    why = f"holds a {spec.name} model, which has no web API" if io is None else io.check(info)
+    if why:
+        raise ServeError(f"{path} {why}")
+    assert io is not None
+    return io
 
 
 class ServedModel:
-    """An export file's learner on the CPU, its description (`info`) and its labels as strings."""
+    """An export file's learner on the CPU, its description (`info`) and its application's request I/O."""
 
     def __init__(self, path: str | Path, cpu: bool = True) -> None:
         self.path = Path(path)
         info = read_export_info(self.path)  # refuses a file that is not an export before anything is built
-        check_servable(self.path, info)
+        self.io = check_servable(self.path, info)
         self.learn = load_learner(self.path, cpu=cpu)
         self.info: dict[str, Any] = dict(self.learn.export_info)
         self.name: str = str(self.info.get("arch") or self.path.stem)
-        self.labels = [str(v) for v in self.info["vocab"]]  # JSON keys are strings; True -> "True"
-        self.input_hw = _hw(self.info.get("input_size"))  # (h, w), None when the model takes any size
 
-    def prepare(self, img: Image.Image) -> Image.Image:
-        """`img` shrunk by a whole factor while it stays at least twice the model's input size: the same
-        picture for the model's Resize, without a camera-sized image waiting in memory for its forward
-        and being resized in the one forward thread."""
-        if self.input_hw is None:
-            return img
-        h, w = self.input_hw
-        factor = min(img.width // (2 * w), img.height // (2 * h))
-        return img.reduce(factor) if factor >= 2 else img  # a box filter: averages, no aliasing
+    def read(self, data: Any, max_pixels: int, name: str) -> Any:
+        """One input from an upload's bytes (images) or a JSON object; `InputRejected` when it is not one."""
+        return self.prepare(self.io.read(data, max_pixels, name))
 
-    def predict_batch(self, images: list[Image.Image]) -> list[dict[str, Any]]:
-        """One forward over `images` (RGB); for each: label, index and every class's probability."""
-        dl = self.learn.dls.test_dl(images, with_getters=False, bs=len(images))
+    def prepare(self, x: Any) -> Any:
+        """`x` made ready to wait for the model (an image shrunk towards the model's input size)."""
+        return self.io.prepare(self.learn, x)
+
+    def predict_batch(self, inputs: list[Any]) -> list[dict[str, Any]]:
+        """One forward over `inputs`; one JSON-able answer for each."""
         with torch.inference_mode():
-            probs, _ = self.learn.get_preds(dl=dl)  # (n, n_classes), softmax applied
-        return [self._answer(p) for p in probs]
-
-    def _answer(self, probs: torch.Tensor) -> dict[str, Any]:
-        order = probs.argsort(descending=True).tolist()
-        return {
-            "label": self.labels[order[0]],
-            "index": order[0],
-            "probabilities": {self.labels[i]: round(float(probs[i]), 6) for i in order},  # most likely first
-        }
-
-
-def _hw(size: int | list[int] | None) -> tuple[int, int] | None:
-    if not size:
-        return None
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+            return self.io.predict(self.learn, inputs)

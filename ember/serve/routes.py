@@ -1,15 +1,22 @@
 """The server's endpoints and its JSON error answers (`create_app` puts them together).
 
 GET  /               the page (ember.serve.page)
-POST /predict        one image: multipart field `file`, or the raw body with Content-Type image/*
-POST /predict/batch  several images: multipart field `files`
 GET  /model          the export's metadata
 GET  /health         {"status": "ok"}
+
+and, for a model whose application reads images (`image_router`):
+POST /predict        one image: multipart field `file`, or the raw body with Content-Type image/*
+POST /predict/batch  several images: multipart field `files`
+
+or, for one that reads JSON (`json_router`, e.g. a recommender's `{"user": 15, "item": "Heat"}`):
+POST /predict        one JSON object, or a list of them
+POST /predict/batch  a list of JSON objects
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Annotated, Any
 
@@ -17,18 +24,19 @@ import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image
 from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
+from ember.learner.app import InputRejected
 from ember.serve.batcher import Busy, TimedOut
-from ember.serve.images import ImageRejected, read_image
 from ember.serve.page import content_security_policy, render_page
 
-__all__ = ["BatchAnswer", "Prediction", "add_error_handlers", "router"]
+__all__ = ["BatchAnswer", "Prediction", "add_error_handlers", "image_router", "json_router", "router"]
 
-router = APIRouter()
+router = APIRouter()  # every model
+image_router = APIRouter()  # models whose inputs are images
+json_router = APIRouter()  # models whose inputs are JSON objects
 
 
 class Prediction(BaseModel):
@@ -51,7 +59,7 @@ class ErrorAnswer(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorAnswer, "description": why}
     for code, why in [
-        (400, "not an image, or a damaged one"),
+        (400, "not an input the model takes (not an image, a damaged one, a JSON object without its keys)"),
         (413, "body or image too large"),
         (415, "wrong Content-Type"),
         (503, "busy: the queue is full, or the answer took over timeout_s; retry after Retry-After seconds"),
@@ -71,14 +79,24 @@ def _form_body(field: str, many: bool, raw: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
+def _json_body(many: bool) -> dict[str, Any]:
+    obj = {"type": "object"}
+    schema = {"type": "array", "items": obj} if many else {"oneOf": [obj, {"type": "array", "items": obj}]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 _RAW_TYPES = ("image/", "application/octet-stream")
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page(request: Request) -> HTMLResponse:
     served = request.app.state.served
-    body = render_page(served.model.info, served.limits.max_upload_mb)
-    headers = {"Content-Security-Policy": content_security_policy(), "X-Content-Type-Options": "nosniff"}
+    io = served.model.io
+    body = render_page(served.model.info, served.limits.max_upload_mb, io.kind, io.fields, io.example)
+    headers = {
+        "Content-Security-Policy": content_security_policy(io.kind),
+        "X-Content-Type-Options": "nosniff",
+    }
     return HTMLResponse(body, headers=headers)
 
 
@@ -98,7 +116,7 @@ async def model_info(request: Request) -> dict[str, Any]:
     return {**served.model.info, "file": served.model.path.name, "serving": serving}
 
 
-@router.post(
+@image_router.post(
     "/predict",
     response_model=Prediction,
     responses=_ERRORS,
@@ -108,11 +126,11 @@ async def predict(request: Request, top: Top = None) -> dict[str, Any]:
     """Classify one image; `top=k` keeps the k most likely classes in `probabilities`."""
     start = time.perf_counter()
     data, name = await _one_upload(request)
-    [answer] = await _classify(request, [(data, name)], start)
+    [answer] = await _images_answered(request, [(data, name)], start)
     return {**_keep_top(answer, top), "ms": _ms_since(start)}
 
 
-@router.post(
+@image_router.post(
     "/predict/batch",
     response_model=BatchAnswer,
     responses=_ERRORS,
@@ -121,38 +139,87 @@ async def predict(request: Request, top: Top = None) -> dict[str, Any]:
 async def predict_batch(request: Request, top: Top = None) -> dict[str, Any]:
     """Classify several images (multipart field `files`), answered in the order sent."""
     start = time.perf_counter()
-    answers = await _classify(request, await _many_uploads(request), start)
+    answers = await _images_answered(request, await _many_uploads(request), start)
     ms = _ms_since(start)
     return {"results": [{**_keep_top(a, top), "ms": ms} for a in answers], "ms": ms}
 
 
-async def _classify(request: Request, uploads: list[tuple[bytes, str]], start: float) -> list[dict[str, Any]]:
-    """Each upload's answer, from forwards shared with whatever else is queued; `Busy` (503) when the
+@json_router.post("/predict", responses=_ERRORS, openapi_extra=_json_body(many=False))
+async def predict_json(request: Request) -> dict[str, Any]:
+    """Answer one JSON object (`{"results": [...]}` for a list of them)."""
+    start = time.perf_counter()
+    body = await _json(request)
+    if isinstance(body, list):
+        answers = await _json_answered(request, body, start)
+        return {"results": [{**a, "ms": _ms_since(start)} for a in answers], "ms": _ms_since(start)}
+    [answer] = await _json_answered(request, [body], start)
+    return {**answer, "ms": _ms_since(start)}
+
+
+@json_router.post("/predict/batch", responses=_ERRORS, openapi_extra=_json_body(many=True))
+async def predict_json_batch(request: Request) -> dict[str, Any]:
+    """Answer a list of JSON objects, in the order sent."""
+    start = time.perf_counter()
+    body = await _json(request)
+    if not isinstance(body, list):
+        raise HTTPException(
+            400, "POST /predict/batch takes a JSON list of objects; send one object to /predict"
+        )
+    answers = await _json_answered(request, body, start)
+    return {"results": [{**a, "ms": _ms_since(start)} for a in answers], "ms": _ms_since(start)}
+
+
+async def _images_answered(request: Request, uploads: list[tuple[bytes, str]], start: float) -> list[dict]:
+    """Each upload's answer; every image is decoded (or one refused) before any of them reaches the model."""
+    request.app.state.served.batcher.check_room(len(uploads))  # a full queue refuses before any decoding
+    inputs = await asyncio.gather(*(_decode(request, data, name) for data, name in uploads))
+    return await _answered(request, list(inputs), start)
+
+
+async def _json_answered(request: Request, objs: list[Any], start: float) -> list[dict[str, Any]]:
+    served = request.app.state.served
+    if not objs or len(objs) > served.limits.max_files:
+        raise HTTPException(400, f"send 1 to {served.limits.max_files} objects; got {len(objs)}")
+    inputs = [served.model.read(x, served.limits.max_pixels, f"item {i}") for i, x in enumerate(objs)]
+    return await _answered(request, inputs, start)
+
+
+async def _answered(request: Request, inputs: list[Any], start: float) -> list[dict[str, Any]]:
+    """Each input's answer, from forwards shared with whatever else is queued; `Busy` (503) when the
     queue cannot take them all, or when they are not answered within timeout_s of `start`."""
     served = request.app.state.served
-    served.batcher.check_room(len(uploads))  # a full queue refuses them before any is decoded
-    # every image decoded (or one refused) before any of them reaches the model
-    images = await asyncio.gather(*(_decode(request, data, name) for data, name in uploads))
+    served.batcher.check_room(len(inputs))
     timeout_s = served.limits.timeout_s
     try:
-        answers = await served.batcher.submit_many(images, timeout_s - (time.perf_counter() - start))
+        answers = await served.batcher.submit_many(inputs, timeout_s - (time.perf_counter() - start))
     except TimedOut:
         raise TimedOut(f"not answered within {timeout_s:g} s: the server is busy; try again") from None
     return [{**a, "model": served.model.name} for a in answers]
 
 
-async def _decode(request: Request, data: bytes, name: str) -> Image.Image:
+async def _decode(request: Request, data: bytes, name: str) -> Any:
     """Decoded in a worker thread, at most `decode_limiter` at once: a decoded 40-megapixel image holds
     120 MB, so the number decoding together bounds the memory they take."""
     served = request.app.state.served
 
-    def decode() -> Image.Image:
-        return served.model.prepare(read_image(data, served.limits.max_pixels, name))
+    def decode() -> Any:
+        return served.model.read(data, served.limits.max_pixels, name)
 
     return await anyio.to_thread.run_sync(decode, limiter=served.decode_limiter)
 
 
 # ---- reading the request -------------------------------------------------------------------------
+async def _json(request: Request) -> Any:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        example = request.app.state.served.model.io.example
+        raise HTTPException(415, f"Content-Type {ctype or '(none)'!r}: this model takes JSON, e.g. {example}")
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HTTPException(400, f"the body is not valid JSON ({e})") from None
+
+
 async def _one_upload(request: Request) -> tuple[bytes, str]:
     if _content_type(request) != "multipart/form-data":
         return await request.body(), "the request body"
@@ -211,7 +278,7 @@ def add_error_handlers(app: FastAPI) -> None:
     """Every error answered as `{"error": "..."}` with its status."""
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
-    app.add_exception_handler(ImageRejected, _rejected)  # type: ignore[arg-type]
+    app.add_exception_handler(InputRejected, _rejected)  # type: ignore[arg-type]
     app.add_exception_handler(Busy, _busy)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _failed)
 
@@ -230,7 +297,7 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
     return JSONResponse({"error": f"invalid request ({where})"}, status_code=422)
 
 
-async def _rejected(request: Request, exc: ImageRejected) -> JSONResponse:
+async def _rejected(request: Request, exc: InputRejected) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
 

@@ -1,1 +1,3 @@
 """ember.vision: images, masks and points; their transforms; the image DataLoaders factories."""
+
+import ember.vision.app  # noqa: F401  registers vision with export, load_learner, the server and the report

@@ -4,6 +4,8 @@ from ember.basics import *
 from ember.basics import __all__ as _basics_all
 from ember.vision.augment import *
 from ember.vision.augment import __all__ as _augment_all
+from ember.vision.blocks import *
+from ember.vision.blocks import __all__ as _blocks_all
 from ember.vision.core import *
 from ember.vision.core import __all__ as _core_all
 from ember.vision.data import *
@@ -13,4 +15,12 @@ from ember.vision.interpret import __all__ as _interpret_all
 from ember.vision.learner import *
 from ember.vision.learner import __all__ as _learner_all
 
-__all__ = [*_basics_all, *_core_all, *_augment_all, *_data_all, *_learner_all, *_interpret_all]
+__all__ = [
+    *_basics_all,
+    *_core_all,
+    *_augment_all,
+    *_blocks_all,
+    *_data_all,
+    *_learner_all,
+    *_interpret_all,
+]

@@ -1,4 +1,4 @@
-"""Image values: loading them as PIL images, and showing images, masks and points.
+"""Image values: finding image files, loading them as PIL images, and showing images, masks and points.
 
 Before `ToTensor` an image is a plain `PIL.Image.Image` (mode "RGB", or "L" for black and white) and a
 mask is a PIL image of class indices (mode "L", "P" or "I"). `PILImage`, `PILImageBW` and `PILMask` are
@@ -12,6 +12,9 @@ not types of values: they only say how to make one, with `create`. Every image f
 from __future__ import annotations
 
 import io
+import mimetypes
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,6 +24,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from ember.data.errors import DataError
+from ember.data.getters import get_files
 
 __all__ = [
     "ImageLoadError",
@@ -28,6 +32,8 @@ __all__ = [
     "PILImage",
     "PILImageBW",
     "PILMask",
+    "get_image_files",
+    "image_extensions",
     "image_size",
     "imagenet_stats",
     "open_image",
@@ -40,6 +46,18 @@ __all__ = [
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 ImageSource = str | Path | bytes | Image.Image | np.ndarray | Tensor
+
+image_extensions: set[str] = {k for k, v in mimetypes.types_map.items() if v.startswith("image/")} | {".webp"}
+
+
+def get_image_files(
+    path: str | os.PathLike, recurse: bool = True, folders: Sequence[str] | None = None
+) -> list[Path]:
+    """Image files under `path` (by extension), sorted.
+
+    >>> fnames = get_image_files(path / "images")  # doctest: +SKIP
+    """
+    return get_files(path, extensions=image_extensions, recurse=recurse, folders=folders)
 
 
 class ImageLoadError(DataError):

@@ -1,4 +1,4 @@
-"""Vision blocks (images, masks, points) and the course's `ImageDataLoaders` factories."""
+"""The course's `ImageDataLoaders` and `SegmentationDataLoaders` factories (the blocks are in `blocks.py`)."""
 
 from __future__ import annotations
 
@@ -8,129 +8,21 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor, nn
-
-from ember.core.serial import ConfigError, register_config_type
 from ember.data.block import DataBlock, TfmdDataLoaders
-from ember.data.blocks import CategoryBlock, MultiCategoryBlock, TransformBlock, json_labels
+from ember.data.blocks import CategoryBlock, MultiCategoryBlock
 from ember.data.errors import DataError
-from ember.data.getters import ColReader, RegexLabeller, get_image_files, parent_label
+from ember.data.getters import ColReader, RegexLabeller, parent_label
 from ember.data.splitters import ColSplitter, GrandparentSplitter, RandomSplitter
-from ember.data.transforms import IMAGE, MASK, POINTS, Transform
-from ember.losses import CrossEntropyLossFlat, MSELossFlat
-from ember.vision.augment import IntToFloatTensor, ToTensor
-from ember.vision.core import PILImage, PILImageBW, PILMask, show_image, show_mask, show_points
+from ember.data.transforms import Transform
+from ember.vision.blocks import ImageBlock, MaskBlock
+from ember.vision.core import PILImage, get_image_files
 
-__all__ = ["ImageBlock", "ImageDataLoaders", "MaskBlock", "PointBlock", "SegmentationDataLoaders"]
+__all__ = ["ImageDataLoaders", "SegmentationDataLoaders"]
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Tfms = Transform | Sequence[Transform] | None
-
-
-class ImageBlock(TransformBlock):
-    """Images, read with `cls.create` (`PILImage` for RGB, `PILImageBW` for grayscale)."""
-
-    kind = IMAGE
-
-    def __init__(self, cls: type = PILImage) -> None:
-        super().__init__(type_tfms=[cls.create], item_tfms=[ToTensor()], batch_tfms=[IntToFloatTensor()])
-        self.cls = cls
-
-    def show(self, value: Any, ax: Any) -> None:
-        show_image(value, ax=ax)
-        self._size = _size_of(value)
-
-    def to_config(self) -> dict:
-        return {"cls": self.cls.__name__}
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> ImageBlock:
-        kinds = {c.__name__: c for c in (PILImage, PILImageBW)}
-        if cfg.get("cls") not in kinds:
-            raise ConfigError(
-                f"ImageBlock: unknown image type {cfg.get('cls')!r}; expected one of {list(kinds)}"
-            )
-        return cls(kinds[cfg["cls"]])
-
-    def __repr__(self) -> str:
-        return f"ImageBlock({self.cls.__name__})"
-
-
-def _size_of(img: Any) -> tuple[int, int]:
-    if isinstance(img, Tensor):
-        return int(img.shape[-1]), int(img.shape[-2])
-    return img.size
-
-
-class MaskBlock(TransformBlock):
-    """Segmentation masks of class indices; `codes` names the classes."""
-
-    kind = MASK
-
-    def __init__(self, codes: Sequence[str] | None = None) -> None:
-        super().__init__(type_tfms=[PILMask.create], item_tfms=[ToTensor()], batch_tfms=[IntToFloatTensor()])
-        self.vocab = list(codes) if codes is not None else []
-
-    def show(self, value: Any, ax: Any) -> None:
-        show_mask(value, ax=ax)
-
-    def to_config(self) -> dict:
-        return {"codes": json_labels(self.vocab, "MaskBlock")}
-
-    def default_loss(self) -> nn.Module:
-        return CrossEntropyLossFlat(axis=1)
-
-    @property
-    def n_out(self) -> int | None:
-        return len(self.vocab) or None
-
-
-class PointBlock(TransformBlock):
-    """Points per image, `(n_points, 2)` as (x, y) pixels; the model sees them scaled to [-1, 1]."""
-
-    kind = POINTS
-
-    def __init__(self, n_out: int | None = None) -> None:
-        super().__init__(type_tfms=[_to_points], item_tfms=[ToTensor()])
-        self._n_out = n_out
-
-    def setup(self, train_values: Sequence[Any]) -> None:
-        if train_values:
-            self._n_out = int(_to_points(train_values[0]).numel())
-
-    def show(self, value: Any, ax: Any) -> None:
-        img = ax.get_images()
-        size = (img[0].get_array().shape[1], img[0].get_array().shape[0]) if img else (2, 2)
-        show_points(value, ax, size)
-
-    def decode(self, value: Any) -> Any:
-        return torch.as_tensor(value).view(-1, 2)
-
-    def default_loss(self) -> nn.Module:
-        return MSELossFlat()
-
-    @property
-    def n_out(self) -> int | None:
-        return self._n_out
-
-    def to_config(self) -> dict:
-        return {"n_out": self._n_out}
-
-
-def _to_points(raw: Any) -> Tensor:
-    try:
-        pts = torch.as_tensor(raw, dtype=torch.float32)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"PointBlock: {raw!r} is not a list of (x, y) points") from e
-    if pts.numel() % 2:
-        raise DataError(f"PointBlock: {raw!r} has an odd number of coordinates; give (x, y) pairs")
-    return pts.view(-1, 2)
-
-
-register_config_type(ImageBlock, MaskBlock, PointBlock)
 
 
 class ImageDataLoaders(TfmdDataLoaders):

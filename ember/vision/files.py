@@ -19,9 +19,10 @@ from typing import Any
 
 from ember.data.datasets import Datasets, TfmdDataset
 from ember.data.errors import DataError
-from ember.data.getters import get_image_files, parent_label
+from ember.data.getters import parent_label
 from ember.data.loaders import DataLoader
 from ember.learner.learner import Learner
+from ember.vision.core import get_image_files
 
 __all__ = ["FilePrediction", "labelled_dl", "labelled_items", "predict_file"]
 

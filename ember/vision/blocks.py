@@ -1,0 +1,138 @@
+"""Vision's blocks: images, segmentation masks and points, and how the data core shows, describes and
+sizes their values (the block methods `show`, `draws`, `describe`, `nbytes`).
+
+>>> dblock = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_items=get_image_files)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ember.core.serial import ConfigError, register_config_type
+from ember.data.blocks import TransformBlock, json_labels
+from ember.data.errors import DataError
+from ember.losses import CrossEntropyLossFlat, MSELossFlat
+from ember.vision.augment import IntToFloatTensor, ToTensor
+from ember.vision.core import PILImage, PILImageBW, PILMask, show_image, show_mask, show_points
+from ember.vision.kinds import IMAGE, MASK, POINTS
+
+__all__ = ["ImageBlock", "MaskBlock", "PointBlock"]
+
+
+class _PILBlock(TransformBlock):
+    """A block whose values are PIL images until `ToTensor`, drawn on the axes by `show`."""
+
+    draws = True
+
+    def describe(self, value: Any) -> str:
+        if isinstance(value, Image.Image):
+            return f"PIL image mode={value.mode} size={value.size[0]}x{value.size[1]}"
+        return super().describe(value)
+
+    def nbytes(self, value: Any) -> int:
+        if isinstance(value, Image.Image):
+            w, h = value.size
+            return w * h * len(value.getbands())
+        return super().nbytes(value)
+
+
+class ImageBlock(_PILBlock):
+    """Images, read with `cls.create` (`PILImage` for RGB, `PILImageBW` for grayscale)."""
+
+    kind = IMAGE
+
+    def __init__(self, cls: type = PILImage) -> None:
+        super().__init__(type_tfms=[cls.create], item_tfms=[ToTensor()], batch_tfms=[IntToFloatTensor()])
+        self.cls = cls
+
+    def show(self, value: Any, ax: Any) -> None:
+        show_image(value, ax=ax)
+
+    def to_config(self) -> dict:
+        return {"cls": self.cls.__name__}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> ImageBlock:
+        makers = {c.__name__: c for c in (PILImage, PILImageBW)}
+        if cfg.get("cls") not in makers:
+            raise ConfigError(
+                f"ImageBlock: unknown image type {cfg.get('cls')!r}; expected one of {list(makers)}"
+            )
+        return cls(makers[cfg["cls"]])
+
+    def __repr__(self) -> str:
+        return f"ImageBlock({self.cls.__name__})"
+
+
+class MaskBlock(_PILBlock):
+    """Segmentation masks of class indices; `codes` names the classes."""
+
+    kind = MASK
+
+    def __init__(self, codes: Sequence[str] | None = None) -> None:
+        super().__init__(type_tfms=[PILMask.create], item_tfms=[ToTensor()], batch_tfms=[IntToFloatTensor()])
+        self.vocab = list(codes) if codes is not None else []
+
+    def show(self, value: Any, ax: Any) -> None:
+        show_mask(value, ax=ax)
+
+    def to_config(self) -> dict:
+        return {"codes": json_labels(self.vocab, "MaskBlock")}
+
+    def default_loss(self) -> nn.Module:
+        return CrossEntropyLossFlat(axis=1)
+
+    @property
+    def n_out(self) -> int | None:
+        return len(self.vocab) or None
+
+
+class PointBlock(TransformBlock):
+    """Points per image, `(n_points, 2)` as (x, y) pixels; the model sees them scaled to [-1, 1]."""
+
+    kind = POINTS
+    draws = True
+
+    def __init__(self, n_out: int | None = None) -> None:
+        super().__init__(type_tfms=[_to_points], item_tfms=[ToTensor()])
+        self._n_out = n_out
+
+    def setup(self, train_values: Sequence[Any]) -> None:
+        if train_values:
+            self._n_out = int(_to_points(train_values[0]).numel())
+
+    def show(self, value: Any, ax: Any) -> None:
+        img = ax.get_images()
+        size = (img[0].get_array().shape[1], img[0].get_array().shape[0]) if img else (2, 2)
+        show_points(value, ax, size)
+
+    def decode(self, value: Any) -> Any:
+        return torch.as_tensor(value).view(-1, 2)
+
+    def default_loss(self) -> nn.Module:
+        return MSELossFlat()
+
+    @property
+    def n_out(self) -> int | None:
+        return self._n_out
+
+    def to_config(self) -> dict:
+        return {"n_out": self._n_out}
+
+
+def _to_points(raw: Any) -> Tensor:
+    try:
+        pts = torch.as_tensor(raw, dtype=torch.float32)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"PointBlock: {raw!r} is not a list of (x, y) points") from e
+    if pts.numel() % 2:
+        raise DataError(f"PointBlock: {raw!r} has an odd number of coordinates; give (x, y) pairs")
+    return pts.view(-1, 2)
+
+
+register_config_type(ImageBlock, MaskBlock, PointBlock)
