@@ -23,6 +23,8 @@ from ember.learner import *
 from ember.learner import __all__ as _learner_all
 from ember.losses import *
 from ember.losses import __all__ as _losses_all
+from ember.losses_imbalance import *
+from ember.losses_imbalance import __all__ as _losses_imbalance_all
 from ember.metrics import *
 from ember.metrics import __all__ as _metrics_all
 from ember.models import *
@@ -43,5 +45,6 @@ __all__ = [
     *_callbacks_all,
     *_metrics_all,
     *_losses_all,
+    *_losses_imbalance_all,
     *_models_all,
 ]

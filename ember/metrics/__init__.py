@@ -1,7 +1,8 @@
 """Metrics for the epoch table: `metrics=[accuracy, F1Score()]`, `metrics=rmse`.
 
 A metric is a plain function of `(pred, *yb)` averaged over batches, or a `Metric` that accumulates
-over the validation pass (`AvgMetric`, `AccumMetric`, and the ready-made ones here).
+over the validation pass (`AvgMetric`, `AccumMetric`, and the ready-made ones here, segmentation's
+`Dice`, `DiceMulti`, `JaccardCoeff`, `JaccardCoeffMulti` and `foreground_acc` among them).
 """
 
 from ember.metrics.classification import (
@@ -18,11 +19,25 @@ from ember.metrics.classification import (
 )
 from ember.metrics.core import AccumMetric, AvgMetric, Metric, check_metrics, flatten_check, to_metric
 from ember.metrics.regression import R2Score, RootMeanMetric, exp_rmspe, mae, mse, msle, rmse
+from ember.metrics.segmentation import (
+    Dice,
+    DiceMulti,
+    ForegroundAcc,
+    JaccardCoeff,
+    JaccardCoeffMulti,
+    foreground_acc,
+    pixel_confusion,
+)
 
 __all__ = [
     "AccumMetric",
     "AvgMetric",
+    "Dice",
+    "DiceMulti",
     "F1Score",
+    "ForegroundAcc",
+    "JaccardCoeff",
+    "JaccardCoeffMulti",
     "Metric",
     "Precision",
     "R2Score",
@@ -37,9 +52,11 @@ __all__ = [
     "error_rate",
     "exp_rmspe",
     "flatten_check",
+    "foreground_acc",
     "mae",
     "mse",
     "msle",
+    "pixel_confusion",
     "rmse",
     "sweep_thresholds",
     "to_metric",
