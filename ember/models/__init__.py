@@ -1,6 +1,25 @@
-"""ember.models: layers, the architecture registry, and pretrained backbones (ResNets, EfficientNet-Lite0)."""
+"""ember.models: layers, hooks, the architecture registry, pretrained ResNets and EfficientNet-Lite0."""
 
+from ember.models.conv import (
+    ConvLayer,
+    MergeLayer,
+    NormType,
+    PixelShuffle_ICNR,
+    ResBlock,
+    SelfAttention,
+    icnr_,
+    simple_cnn,
+)
 from ember.models.efficientnet import EfficientNetLite, efficientnet_lite0
+from ember.models.hooks import (
+    Hook,
+    Hooks,
+    dummy_eval,
+    hook_output,
+    hook_outputs,
+    model_sizes,
+    num_features_model,
+)
 from ember.models.layers import Embedding, Module, SigmoidRange, sigmoid_range
 from ember.models.registry import create_model, list_models, load_pretrained, model_spec, register_model
 from ember.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
@@ -11,6 +30,21 @@ from ember.models.weights import WeightsNotFoundError, WeightSource, read_state_
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ConvLayer",
+    "Hook",
+    "Hooks",
+    "MergeLayer",
+    "NormType",
+    "PixelShuffle_ICNR",
+    "ResBlock",
+    "SelfAttention",
+    "dummy_eval",
+    "hook_output",
+    "hook_outputs",
+    "icnr_",
+    "model_sizes",
+    "num_features_model",
+    "simple_cnn",
     "EfficientNetLite",
     "Embedding",
     "Module",

@@ -14,6 +14,12 @@ from ember.vision.interpret import *
 from ember.vision.interpret import __all__ as _interpret_all
 from ember.vision.learner import *
 from ember.vision.learner import __all__ as _learner_all
+from ember.vision.seg_interpret import *
+from ember.vision.seg_interpret import __all__ as _seg_interpret_all
+from ember.vision.unet import *
+from ember.vision.unet import __all__ as _unet_all
+from ember.vision.unet_learner import *
+from ember.vision.unet_learner import __all__ as _unet_learner_all
 
 __all__ = [
     *_basics_all,
@@ -22,5 +28,8 @@ __all__ = [
     *_blocks_all,
     *_data_all,
     *_learner_all,
+    *_unet_all,
+    *_unet_learner_all,
     *_interpret_all,
+    *_seg_interpret_all,
 ]

@@ -56,7 +56,8 @@ def _build(cfg: dict[str, Any], folder: Path, device: torch.device) -> Learner:
     # the modules that register vision's blocks, transforms and models with ember.core.serial
     import ember.vision.augment
     import ember.vision.data
-    import ember.vision.learner  # noqa: F401
+    import ember.vision.learner
+    import ember.vision.unet_learner  # noqa: F401
 
     return build_datablock(cfg, folder, device)
 
