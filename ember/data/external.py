@@ -98,6 +98,9 @@ class URLs:
     MNIST5K = f"{BUILTIN_SCHEME}mnist5k"
     LFW_FACES = f"{BUILTIN_SCHEME}lfw_faces"
     MOVIELENS = f"{BUILTIN_SCHEME}movielens"
+    # Registered by the vision application when it is imported (its segmentation sets: images, labels, codes)
+    BRAIN_MRI = f"{BUILTIN_SCHEME}brain_mri"
+    NUCLEI = f"{BUILTIN_SCHEME}nuclei"
 
 
 def untar_data(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
@@ -75,11 +76,13 @@ class MaskBlock(_PILBlock):
     kind = MASK
 
     def __init__(self, codes: Sequence[str] | None = None) -> None:
-        super().__init__(type_tfms=[PILMask.create], item_tfms=[ToTensor()], batch_tfms=[IntToFloatTensor()])
         self.vocab = list(codes) if codes is not None else []
+        reader = _MaskReader(len(self.vocab))
+        super().__init__(type_tfms=[reader], item_tfms=[ToTensor()], batch_tfms=[IntToFloatTensor()])
 
     def show(self, value: Any, ax: Any) -> None:
-        show_mask(value, ax=ax)
+        show_mask(value, ax=ax, cmap=_MASK_CMAP)
+        _legend(ax, np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value), self.vocab)
 
     def to_config(self) -> dict:
         return {"codes": json_labels(self.vocab, "MaskBlock")}
@@ -90,6 +93,42 @@ class MaskBlock(_PILBlock):
     @property
     def n_out(self) -> int | None:
         return len(self.vocab) or None
+
+
+_MASK_CMAP = "tab20"  # show_mask's default, named here so the legend's colours are the overlay's
+
+
+def _legend(ax: Any, mask: np.ndarray, codes: Sequence[str]) -> None:
+    """A legend of the codes present in `mask`, each in the colour `show_mask` gives its class."""
+    import matplotlib as mpl
+    from matplotlib.patches import Patch
+
+    cmap = mpl.colormaps[_MASK_CMAP]
+    vmax = max(cmap.N - 1, int(mask.max(initial=0)))  # show_mask's colour scale: class i -> cmap(i / vmax)
+    present = [int(i) for i in np.unique(mask) if 0 <= i < len(codes)]
+    if present:
+        handles = [Patch(color=cmap(i / vmax), alpha=0.5, label=codes[i]) for i in present]
+        ax.legend(handles=handles, loc="lower right", fontsize="x-small", framealpha=0.7)
+
+
+class _MaskReader:
+    """`PILMask.create`, then a check that every value is a class index (below `n_codes`), once per mask as
+    it is decoded: a mask saved with the wrong values would otherwise fail deep inside the loss."""
+
+    def __init__(self, n_codes: int) -> None:
+        self.n_codes = n_codes
+
+    def __call__(self, src: Any) -> Image.Image:
+        mask = PILMask.create(src)
+        if self.n_codes and np.asarray(mask).max(initial=0) >= self.n_codes:
+            a = np.asarray(mask)
+            bad = np.unique(a[(a >= self.n_codes) | (a < 0)]).tolist()
+            raise DataError(
+                f"mask {src} holds the values {bad[:10]}, but there are {self.n_codes} codes, so a mask's "
+                f"values must be 0..{self.n_codes - 1}: map its values to class indices, or give one code "
+                "per class (codes.txt)"
+            )
+        return mask
 
 
 class PointBlock(TransformBlock):

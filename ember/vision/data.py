@@ -8,6 +8,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
 from ember.data.block import DataBlock, TfmdDataLoaders
 from ember.data.blocks import CategoryBlock, MultiCategoryBlock
 from ember.data.errors import DataError
@@ -276,8 +278,36 @@ class SegmentationDataLoaders(TfmdDataLoaders):
         dblock = DataBlock(
             blocks=(ImageBlock, MaskBlock(codes)),
             splitter=RandomSplitter(valid_pct, seed),
-            get_y=lambda o: label_func(Path(o)),
+            get_y=_SameSizeMask(label_func),
             item_tfms=item_tfms,
             batch_tfms=batch_tfms,
         )
         return cls.from_datasets(dblock.datasets(list(fnames)), dblock, path=path, **kwargs)
+
+
+class _SameSizeMask:
+    """`label_func(image_path)`, after checking from both files' headers (no pixels decoded) that the mask
+    is the image's size: Resize would otherwise stretch one onto the other without a word."""
+
+    def __init__(self, label_func: Callable[[Path], Any]) -> None:
+        self.label_func = label_func
+        self.__name__ = getattr(label_func, "__name__", type(label_func).__name__)  # names it in errors
+
+    def __call__(self, o: Any) -> Any:
+        mask = self.label_func(Path(o))
+        if isinstance(mask, str | os.PathLike) and Path(mask).is_file():
+            image_size, mask_size = _upright_size(Path(o)), _upright_size(Path(mask))
+            if image_size != mask_size:
+                raise DataError(
+                    f"the image {o} is {image_size[0]}x{image_size[1]} but its mask {mask} is "
+                    f"{mask_size[0]}x{mask_size[1]} (width x height): a mask must label every pixel of its "
+                    "image. Check that label_func pairs the right files, or resize the masks with "
+                    "nearest-neighbour sampling"
+                )
+        return mask
+
+
+def _upright_size(file: Path) -> tuple[int, int]:
+    with Image.open(file) as img:  # reads the header only
+        w, h = img.size
+        return (h, w) if img.getexif().get(0x0112, 1) >= 5 else (w, h)  # EXIF 5..8: a quarter turn
