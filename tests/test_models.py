@@ -58,10 +58,11 @@ def test_a_spec_is_found_by_constructor_by_name_and_by_torchvisions_constructor(
 
 
 def test_list_models_lists_the_backbones_in_natural_order_and_filters_by_pattern():
-    assert list_models() == ["efficientnet_lite0", *BACKBONES[:5]]  # resnets by depth, not alphabetically
+    assert list_models() == ["efficientnet_lite0", *BACKBONES[:5], "vgg16_features"]  # resnets by depth
     assert list_models("resnet*") == BACKBONES[:5]
     assert list_models("*lite*") == ["efficientnet_lite0"]
-    assert list_models("vgg*") == []
+    assert list_models("vgg*") == ["vgg16_features"]
+    assert list_models("densenet*") == []
 
 
 def test_an_unknown_name_is_an_error_suggesting_close_names():

@@ -1,4 +1,5 @@
-"""ember.models: layers, hooks, the architecture registry, pretrained ResNets and EfficientNet-Lite0."""
+"""ember.models: layers, hooks, the architecture registry, pretrained ResNets, EfficientNet-Lite0 and VGG16's
+features."""
 
 from ember.models.conv import (
     ConvLayer,
@@ -25,6 +26,7 @@ from ember.models.registry import create_model, list_models, load_pretrained, mo
 from ember.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from ember.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, UnknownModelError
 from ember.models.surgery import adapt_first_conv, cut_body, num_features, replace_classifier
+from ember.models.vgg import vgg16_features
 from ember.models.weights import WeightsNotFoundError, WeightSource, read_state_dict
 
 __all__ = [
@@ -70,4 +72,5 @@ __all__ = [
     "resnet101",
     "resnet152",
     "sigmoid_range",
+    "vgg16_features",
 ]

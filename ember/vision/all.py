@@ -2,6 +2,9 @@
 
 from ember.basics import *
 from ember.basics import __all__ as _basics_all
+from ember.callbacks.loss_metrics import *
+from ember.callbacks.loss_metrics import __all__ as _loss_metrics_all
+from ember.models.vgg import vgg16_features
 from ember.vision.augment import *
 from ember.vision.augment import __all__ as _augment_all
 from ember.vision.blocks import *
@@ -10,12 +13,16 @@ from ember.vision.core import *
 from ember.vision.core import __all__ as _core_all
 from ember.vision.data import *
 from ember.vision.data import __all__ as _data_all
+from ember.vision.feature_loss import *
+from ember.vision.feature_loss import __all__ as _feature_loss_all
 from ember.vision.interpret import *
 from ember.vision.interpret import __all__ as _interpret_all
 from ember.vision.learner import *
 from ember.vision.learner import __all__ as _learner_all
 from ember.vision.seg_interpret import *
 from ember.vision.seg_interpret import __all__ as _seg_interpret_all
+from ember.vision.superres import *
+from ember.vision.superres import __all__ as _superres_all
 from ember.vision.unet import *
 from ember.vision.unet import __all__ as _unet_all
 from ember.vision.unet_learner import *
@@ -32,4 +39,8 @@ __all__ = [
     *_unet_learner_all,
     *_interpret_all,
     *_seg_interpret_all,
+    *_superres_all,
+    *_feature_loss_all,
+    *_loss_metrics_all,
+    "vgg16_features",
 ]
