@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ember.learner.learner import Learner
 
-__all__ = ["ClassificationInterpretation", "is_single_label"]
+__all__ = ["ClassificationInterpretation", "is_single_label", "plot_confusion"]
 
 
 class ClassificationInterpretation:
@@ -76,25 +76,7 @@ class ClassificationInterpretation:
 
     def plot_confusion_matrix(self, normalize: bool = False, cmap: str = "Blues", figsize=None) -> Any:
         """The confusion matrix as a heat map with counts (or row fractions when `normalize`)."""
-        import matplotlib.pyplot as plt
-
-        cm = self.confusion_matrix().float()
-        if normalize:
-            cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
-        fig, ax = plt.subplots(figsize=figsize or (max(4, len(cm) * 0.6 + 2),) * 2)
-        ax.imshow(cm.numpy(), cmap=cmap)
-        ticks = range(len(self.vocab))
-        ax.set_xticks(ticks, self.vocab, rotation=90)
-        ax.set_yticks(ticks, self.vocab)
-        ax.set_xlabel("Predicted")
-        ax.set_ylabel("Actual")
-        for i in ticks:
-            for j in ticks:
-                v = cm[i, j].item()
-                ax.text(j, i, f"{v:.2f}" if normalize else int(v), ha="center", va="center",
-                        color="white" if v > cm.max().item() / 2 else "black")  # fmt: skip
-        fig.tight_layout()
-        return fig
+        return plot_confusion(self.confusion_matrix(), self.vocab, normalize, cmap, figsize)
 
     def plot_top_losses(self, k: int = 9, largest: bool = True) -> Any:
         """The inputs with the largest losses, titled prediction / actual / loss / probability."""
@@ -154,3 +136,31 @@ def is_single_label(probs: Tensor | None, targs: Tensor | None) -> bool:
 
 def _shape(t: Any) -> str:
     return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
+
+
+def plot_confusion(
+    cm: Tensor, labels: list[str], normalize: bool, cmap: str = "Blues", figsize=None, title: str = ""
+) -> Any:
+    """A (c, c) confusion matrix, actual rows by predicted columns, as a heat map with a number in each
+    cell: counts, or each row's fractions when `normalize`."""
+    import matplotlib.pyplot as plt
+
+    cm = cm.double()
+    if normalize:
+        cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    fig, ax = plt.subplots(figsize=figsize or (max(4, len(cm) * 0.6 + 2),) * 2)
+    ax.imshow(cm.numpy(), cmap=cmap)
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, rotation=90)
+    ax.set_yticks(ticks, labels)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Actual")
+    if title:
+        ax.set_title(title)
+    for i in ticks:
+        for j in ticks:
+            v = cm[i, j].item()
+            ax.text(j, i, f"{v:.2f}" if normalize else int(v), ha="center", va="center",
+                    color="white" if v > cm.max().item() / 2 else "black")  # fmt: skip
+    fig.tight_layout()
+    return fig

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ember.learner.interpret import plot_confusion
 from ember.learner.learner import Learner
 from ember.metrics.segmentation import pixel_confusion
 from ember.vision.core import show_image, show_mask
@@ -120,26 +121,8 @@ class SegmentationInterpretation:
     def plot_confusion_matrix(self, normalize: bool = True, cmap: str = "Blues", figsize=None) -> Any:
         """The pixel confusion matrix as a heat map: row fractions when `normalize` (the default, since
         pixel counts of a large class dwarf the rest), else counts."""
-        import matplotlib.pyplot as plt
-
-        cm = self.confusion_matrix().double()
-        if normalize:
-            cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
-        fig, ax = plt.subplots(figsize=figsize or (max(4, self.c * 0.6 + 2),) * 2)
-        ax.imshow(cm.numpy(), cmap=cmap)
-        ticks = range(self.c)
-        ax.set_xticks(ticks, self.codes, rotation=90)
-        ax.set_yticks(ticks, self.codes)
-        ax.set_xlabel("Predicted")
-        ax.set_ylabel("Actual")
-        ax.set_title("Pixels" + (" (fraction of each actual class)" if normalize else ""))
-        for i in ticks:
-            for j in ticks:
-                v = cm[i, j].item()
-                ax.text(j, i, f"{v:.2f}" if normalize else int(v), ha="center", va="center",
-                        color="white" if v > cm.max().item() / 2 else "black")  # fmt: skip
-        fig.tight_layout()
-        return fig
+        title = "Pixels" + (" (fraction of each actual class)" if normalize else "")
+        return plot_confusion(self.confusion_matrix(), list(self.codes), normalize, cmap, figsize, title)
 
     def plot_worst(self, k: int = 4, figsize=None) -> Any:
         """One row per item of `worst(k)`: the image with its target mask, then with the predicted one."""
