@@ -264,6 +264,13 @@ class TfmdDataLoaders(DataLoaders):
 
         return decode_batch(self, batch, max_n, split_idx)
 
+    def decode_preds(self, inputs: Any, preds: Any) -> Any:
+        """Predictions decoded by the batch pipeline in the target's slot (an image target denormalised);
+        `learn.predict` and `show_results` call this."""
+        from ember.data.show import decode_preds
+
+        return decode_preds(self, inputs, preds)
+
     def show_batch(
         self,
         max_n: int = 9,

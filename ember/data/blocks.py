@@ -2,8 +2,8 @@
 show it, and which loss suits it as a target).
 
 A block is also how an application extends the data core: the core asks the block, never the value's
-type, how to show a value (`show`, `draws`), describe it in `DataBlock.summary` (`describe`) and how much
-memory it takes in the cache (`nbytes`). The image blocks (`ember.vision.data`) override these.
+type, how to show a value (`show`, `draws`, `overlays`), describe it in `DataBlock.summary` (`describe`)
+and how much memory it takes in the cache (`nbytes`). The image blocks (`ember.vision.data`) override these.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class TransformBlock:
 
     kind: str = OTHER
     draws: bool = False  # whether `show` draws the value on the axes, rather than returning a title
+    # A drawn target is drawn over its input (a mask, points) unless it is a whole picture of its own
+    # (an image target), which `show_batch` and `show_results` then give a panel beside the input's.
+    overlays: bool = True
 
     def __init__(
         self,
@@ -64,6 +67,11 @@ class TransformBlock:
         """A value as a person reads it (a label instead of its index)."""
         return value.tolist() if isinstance(value, Tensor) and value.ndim == 0 else value
 
+    def decoded_tensor(self, value: Any) -> Any:
+        """The tensor `learn.predict` returns beside the decoded value, from a prediction the batch
+        transforms have decoded: the value itself (a class index, a mask); an image block gives floats."""
+        return value
+
     def default_loss(self) -> nn.Module | None:
         """The loss for this block as a target; None when it has no natural one."""
         return None
@@ -76,7 +84,8 @@ class TransformBlock:
     def show(self, value: Any, ax: Any) -> str | None:
         """Draw `value` on `ax` and return None (a block with `draws = True`), or return text for the
         title (labels, numbers). `show_results` draws a target and its prediction side by side when they
-        draw, and as two title lines when they are text."""
+        draw (over the input, or beside it when `overlays` is False), and as two title lines when they
+        are text."""
         return str(self.decode(value))
 
     def describe(self, value: Any) -> str:

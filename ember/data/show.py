@@ -15,7 +15,7 @@ from ember.data.loaders import DataLoader
 if TYPE_CHECKING:
     from ember.data.block import TfmdDataLoaders
 
-__all__ = ["decode_batch", "show_batch", "show_results", "test_dl", "tta_dl"]
+__all__ = ["decode_batch", "decode_preds", "show_batch", "show_results", "test_dl", "tta_dl"]
 
 
 def _items_of(batch: Sequence[Any], max_n: int) -> list[tuple]:
@@ -31,6 +31,31 @@ def decode_batch(
     pipe = dls.dblock.batch_pipeline(blocks, split_idx)
     batch = pipe.decode(tuple(v.detach().cpu() if isinstance(v, torch.Tensor) else v for v in batch))
     return [tuple(b.decode(v) for b, v in zip(blocks, item)) for item in _items_of(batch, max_n)]
+
+
+def _cpu(v: Any) -> Any:
+    return v.detach().cpu() if isinstance(v, torch.Tensor) else v
+
+
+def decode_preds(dls: TfmdDataLoaders, inputs: Any, preds: Any) -> Any:
+    """Predictions (after the loss's `decodes`) put in the target's slot and decoded by the validation batch
+    pipeline, as a target would be: an image target is denormalised and made uint8 pixels again; labels,
+    masks and points pass as they are. `inputs` are the batch's (a tensor, or a tuple of `n_inp`): every
+    slot goes through the decodes, so a transform that reads the input to decode the target can.
+
+    >>> pixels = decode_preds(dls, xb, preds)  # doctest: +SKIP
+    """
+    if isinstance(preds, tuple | list):  # a model returning several tensors: no single target slot
+        return preds
+    n_inp = dls.datasets.n_inp
+    xs = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
+    pipe = dls.dblock.batch_pipeline(dls.datasets.blocks[: n_inp + 1], 1)
+    return pipe.decode((*map(_cpu, xs), _cpu(preds)))[n_inp]
+
+
+def _own_panel(block: Any) -> bool:
+    """Whether a target block draws a whole picture (an image target): a panel of its own, not an overlay."""
+    return block.draws and not block.overlays
 
 
 def _grid(n: int, nrows: int | None, ncols: int | None, figsize: tuple[float, float] | None):
@@ -63,18 +88,30 @@ def show_batch(
     ncols: int | None = None,
     figsize: tuple[float, float] | None = None,
 ) -> Any:
-    """A grid of training items as the model sees them (augmented), labels decoded."""
+    """A grid of training items as the model sees them (augmented), labels decoded. An item whose target
+    is a picture of its own (an image target) gets two panels side by side, "input" and "target"."""
     if unique:  # one item, augmented max_n times
         ds = dls.train.dataset
         batch = dls.train.batch_tfms[0](_to_device(default_collate([ds[0]] * max_n), dls.device))
     else:
         batch = dls.train.one_batch()
-    blocks = dls.datasets.blocks
+    blocks, n_inp = dls.datasets.blocks, dls.datasets.n_inp
     pipe = dls.dblock.batch_pipeline(blocks, 0)
-    decoded = pipe.decode(tuple(v.detach().cpu() for v in batch))
-    items = _items_of(decoded, max_n)
-    fig, axs = _grid(len(items), nrows, ncols, figsize)
-    show_items(blocks, items, axs)
+    items = _items_of(pipe.decode(tuple(v.detach().cpu() for v in batch)), max_n)
+    own = [j for j in range(n_inp, len(blocks)) if _own_panel(blocks[j])]
+    if not own:
+        fig, axs = _grid(len(items), nrows, ncols, figsize)
+        show_items(blocks, items, axs)
+        return fig
+    # An image target: the input (with any labels) in one panel, each picture target beside it.
+    per, rest = 1 + len(own), [j for j in range(len(blocks)) if j not in own]
+    k = ncols // per if ncols else min(len(items), 3)
+    fig, axs = _grid(per * len(items), nrows, per * max(k, 1), figsize)
+    for i, item in enumerate(items):
+        show_items([blocks[j] for j in rest], [tuple(item[j] for j in rest)], [axs[per * i]], ["input"])
+        for n, j in enumerate(own, 1):
+            blocks[j].show(item[j], axs[per * i + n])
+            axs[per * i + n].set_title("target", fontsize=9)
     return fig
 
 
@@ -87,14 +124,28 @@ def show_results(
     ncols: int | None = None,
     figsize: tuple[float, float] | None = None,
 ) -> Any:
-    """Inputs with their targets and the model's decoded predictions. Labels and numbers go in the
-    title (green when the prediction matches, red otherwise); a target block that draws (`draws`: points,
-    masks) gets two panels per item, the target on the left and the prediction on the right."""
+    """Inputs with their targets and the model's predictions (after the loss's `decodes`), both decoded
+    by the batch pipeline. Labels and numbers go in the title (green when the prediction matches, red
+    otherwise); a target block that draws over its input (`draws` and `overlays`: points, masks) gets
+    two panels per item, the target on the left and the prediction on the right; one that draws a picture
+    of its own (an image target) gets three, one row per item: input, target, prediction."""
     blocks, n_inp = dls.datasets.blocks, dls.datasets.n_inp
     decoded = dls.dblock.batch_pipeline(blocks, 1).decode(tuple(v.detach().cpu() for v in batch))
     items = _items_of(decoded, max_n)
-    preds = [p.detach().cpu() for p in preds[: len(items)]]
+    inputs = [x[: len(items)] for x in batch[:n_inp]]
+    preds = [_cpu(p) for p in decode_preds(dls, inputs, preds[: len(items)])]
     target = blocks[n_inp]
+    if _own_panel(target):
+        fig, axs = _grid(3 * len(items), nrows, 3 * max(ncols // 3 if ncols else 1, 1), figsize)
+        for i, (item, pred) in enumerate(zip(items, preds)):
+            show_items(blocks[:n_inp], [item[:n_inp]], [axs[3 * i]], ["input"])
+            for ax, value, title in (
+                (axs[3 * i + 1], item[n_inp], "target"),
+                (axs[3 * i + 2], pred, "prediction"),
+            ):
+                target.show(value, ax)
+                ax.set_title(title, fontsize=9)
+        return fig
     if target.draws:
         k = ncols // 2 if ncols else min(len(items), 3)
         fig, axs = _grid(2 * len(items), nrows, 2 * k, figsize)

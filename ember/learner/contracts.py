@@ -32,6 +32,7 @@ import torch
 
 __all__ = [
     "CanAugment",
+    "CanDecodePreds",
     "CanMakeTestLoader",
     "CanShowResults",
     "HasBlocks",
@@ -95,6 +96,14 @@ class CanAugment(Protocol):
     """Loaders that can give split `i` again with the training augmentations: needed by `learn.tta`."""
 
     def tta_dl(self, ds_idx: int) -> LoaderLike: ...
+
+
+@runtime_checkable
+class CanDecodePreds(Protocol):
+    """Loaders that undo their batch transforms on predictions, as on targets (an image target
+    denormalised): needed by `learn.predict`. `DataLoaders` built by a DataBlock have it."""
+
+    def decode_preds(self, inputs: Any, preds: Any) -> Any: ...
 
 
 @runtime_checkable

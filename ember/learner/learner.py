@@ -51,6 +51,7 @@ from ember.core.optimizer import (
 from ember.core.utils import listify
 from ember.learner import preds, schedules
 from ember.learner.contracts import (
+    CanDecodePreds,
     CanMakeTestLoader,
     HasBlocks,
     HasLossFunc,
@@ -339,14 +340,20 @@ class Learner(CallbackHost, Optimizers, Switches, Files):
 
     def predict(self, item: Any) -> tuple[Any, Tensor, Tensor]:
         """One item (a file, an image, a value: whatever the input block takes) through the validation
-        transforms and the model: `(decoded, decoded_tensor, probabilities)`.
+        transforms and the model: `(decoded, decoded_tensor, probabilities)`. The prediction goes back
+        through the batch transforms' decodes first, so an image target comes back denormalised:
+        `(PIL image, floats (c, h, w) in [0, 1], raw output)`; a mask `(mask (h, w), mask, probs)`.
 
         >>> label, idx, probs = learn.predict("images/cat_1.jpg")  # doctest: +SKIP
         """
         require(self.dls, CanMakeTestLoader, "learn.predict", "use get_preds(dl=...) with your own loader")
         require(self.dls, HasBlocks, "learn.predict")
-        probs, _, dec = self.get_preds(dl=self.dls.test_dl([item], with_getters=False), with_decoded=True)
-        return self.dls.datasets.blocks[-1].decode(item_of(dec, 0)), item_of(dec, 0), item_of(probs, 0)
+        require(self.dls, CanDecodePreds, "learn.predict")
+        dl = self.dls.test_dl([item], with_getters=False)
+        xb, probs, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True)
+        target = self.dls.datasets.blocks[-1]
+        value = target.decoded_tensor(item_of(self.dls.decode_preds(xb, dec), 0))
+        return target.decode(value), value, item_of(probs, 0)
 
     def tta(
         self, ds_idx: int = 1, n: int = 4, beta: float | None = 0.25, use_max: bool = False

@@ -1,5 +1,6 @@
 """Vision's blocks: images, segmentation masks and points, and how the data core shows, describes and
-sizes their values (the block methods `show`, `draws`, `describe`, `nbytes`).
+sizes their values (the block methods `show`, `draws`, `overlays`, `describe`, `nbytes`). An image target
+is shown beside its input (`overlays = False`); masks and points are drawn over it.
 
 >>> dblock = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_items=get_image_files)  # doctest: +SKIP
 """
@@ -19,7 +20,7 @@ from ember.data.blocks import TransformBlock, json_labels
 from ember.data.errors import DataError
 from ember.losses import CrossEntropyLossFlat, MSELossFlat
 from ember.vision.augment import IntToFloatTensor, ToTensor
-from ember.vision.core import PILImage, PILImageBW, PILMask, show_image, show_mask, show_points
+from ember.vision.core import PILImage, PILImageBW, PILMask, _from_array, show_image, show_mask, show_points
 from ember.vision.kinds import IMAGE, MASK, POINTS
 
 __all__ = ["ImageBlock", "MaskBlock", "PointBlock"]
@@ -43,9 +44,12 @@ class _PILBlock(TransformBlock):
 
 
 class ImageBlock(_PILBlock):
-    """Images, read with `cls.create` (`PILImage` for RGB, `PILImageBW` for grayscale)."""
+    """Images, read with `cls.create` (`PILImage` for RGB, `PILImageBW` for grayscale). As a target
+    (super-resolution, colourisation) `learn.predict` gives `(PIL image, floats (c, h, w) in [0, 1], raw
+    output (c, h, w))`: the prediction with the batch transforms (Normalize, IntToFloatTensor) undone."""
 
     kind = IMAGE
+    overlays = False  # a picture of its own: shown beside the input, not over it
 
     def __init__(self, cls: type = PILImage) -> None:
         super().__init__(type_tfms=[cls.create], item_tfms=[ToTensor()], batch_tfms=[IntToFloatTensor()])
@@ -53,6 +57,17 @@ class ImageBlock(_PILBlock):
 
     def show(self, value: Any, ax: Any) -> None:
         show_image(value, ax=ax)
+
+    def decode(self, value: Any) -> Any:
+        """A (c, h, w) tensor of floats in [0, 1] (clamped, rounded to 8 bits) or of uint8 as a PIL image:
+        1 channel gives mode "L", 3 give "RGB". Anything else (a PIL image) is returned as it is."""
+        return _from_array(value, "ImageBlock.decode") if isinstance(value, Tensor) else value
+
+    def decoded_tensor(self, value: Any) -> Any:
+        """Decoded pixels (uint8, as IntToFloatTensor decodes them) as floats (c, h, w) in [0, 1]."""
+        if not isinstance(value, Tensor):
+            return value
+        return value.float().clamp(0, 1) if value.is_floating_point() else value.float() / 255
 
     def to_config(self) -> dict:
         return {"cls": self.cls.__name__}
