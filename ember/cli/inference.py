@@ -1,4 +1,5 @@
-"""`ember predict` and `ember interpret`: what an exported classifier says about image files."""
+"""`ember predict` and `ember interpret`: what an exported model says about image files (a classifier,
+a segmentation or an image-to-image model for predict; a classifier for interpret)."""
 
 from __future__ import annotations
 
@@ -16,25 +17,45 @@ __all__: list[str] = []  # commands, not library functions: ember/cli/__init__.p
 def predict(
     model: ModelPath,
     files: Annotated[
-        list[Path], typer.Argument(metavar="FILE", help="Image files to classify.", show_default=False)
+        list[Path], typer.Argument(metavar="FILE", help="Image files to predict.", show_default=False)
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
-    top: Annotated[int, typer.Option(min=1, help="Show the K most probable classes.", metavar="K")] = 1,
+    top: Annotated[
+        int, typer.Option(min=1, help="Classifiers: show the K most probable classes.", metavar="K")
+    ] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Segmentation and image-to-image models: write the images into DIR, not next to each input.",
+        ),
+    ] = None,
 ) -> None:
-    """Predict the class of each image file.
+    """Predict each image file: its class, its mask or its predicted image, by the kind of model.
+
+    A classifier prints the class (and with --top K the K most probable). A segmentation model writes
+    <stem>.mask.png (a palette PNG of class indices at the image's own size: a valid training label) and
+    <stem>.overlay.png (the classes tinted over the image, background left clear), and prints the share of
+    the pixels in each class. An image-to-image model writes <stem>.pred.png (at the model's output size).
+    Files go next to each input, or into --out DIR; an existing output is replaced, an input never.
 
     A file that is missing or not an image gets an error line on stderr (and an "error" entry with
     --json); the other files are still predicted, and the exit code is 1.
     """
-    from ember.core.table import text_table
     from ember.learner.export import load_learner
-    from ember.vision.files import predict_file
+    from ember.vision.files import prediction_task
 
     learn = load_learner(model)
+    task = prediction_task(learn)
+    if task != "classify" and top != 1:
+        raise typer.BadParameter(f"--top is for classifiers; {model} holds a {_TASK_NAMES[task]} model")
+    if task == "classify" and out is not None:
+        raise typer.BadParameter(f"--out is for models that write images; {model} holds a classifier")
+    one = _predictor(learn, task, files, top, out)
     rows, failed = [], 0
     for f in files:
         try:
-            rows.append(predict_file(learn, f, top).to_json())
+            rows.append(one(f))
         except (ValueError, OSError) as e:
             print_error(" ".join(str(e).split()))
             rows.append({"file": str(f), "error": " ".join(str(e).split())})
@@ -42,10 +63,59 @@ def predict(
     if as_json:
         typer.echo("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]")  # an array, one file a line
     elif ok := [r for r in rows if "error" not in r]:  # no table when every file failed
-        typer.echo(text_table(["file", "prediction", "probability", *(["top"] if top > 1 else [])],
-                              [_prediction_row(r, top) for r in ok]))  # fmt: skip
+        typer.echo(_prediction_table(task, ok, top))
     if failed:
         raise typer.Exit(1)
+
+
+_TASK_NAMES = {"classify": "classification", "segment": "segmentation", "image": "image-to-image"}
+_SUFFIXES = {"segment": (".mask.png", ".overlay.png"), "image": (".pred.png",)}
+
+
+def _predictor(learn: Any, task: str, files: list[Path], top: int, out: Path | None) -> Any:
+    """A function of one file to its JSON row; for models that write images, it writes them first,
+    refusing an output that is an input or that another input's outputs took."""
+    from ember.vision.files import check_outputs, output_path, predict_file, predict_image_file, segment_file
+
+    if task == "classify":
+        return lambda f: predict_file(learn, f, top).to_json()
+    written: dict[Path, Path] = {}  # resolved output -> the input it was written for
+
+    def write(f: Path) -> dict[str, Any]:
+        outs = [output_path(f, suffix, out) for suffix in _SUFFIXES[task]]
+        check_outputs(f, outs, files, written)
+        done = segment_file(learn, f, *outs) if task == "segment" else predict_image_file(learn, f, *outs)
+        written.update({o.resolve(): f for o in outs})
+        return done.to_json()
+
+    return write
+
+
+MAX_SHARE_COLUMNS = 8  # more classes than this: one column of the classes present, largest first
+
+
+def _prediction_table(task: str, rows: list[dict[str, Any]], top: int) -> str:
+    from ember.core.table import text_table
+
+    if task == "classify":
+        heads = ["file", "prediction", "probability", *(["top"] if top > 1 else [])]
+        return text_table(heads, [_prediction_row(r, top) for r in rows])
+    if task == "image":
+        sizes = ["x".join(map(str, r["size"])) for r in rows]
+        return text_table(["file", "prediction", "size"], [[r["file"], r["prediction"], size]
+                                                            for r, size in zip(rows, sizes)])  # fmt: skip
+    names = list(rows[0]["shares"])  # the model's classes, in order
+    if len(names) <= MAX_SHARE_COLUMNS:
+        shares = [[f"{r['shares'][n]:.4f}" for n in names] for r in rows]
+    else:
+        names, shares = ["classes (share of pixels)"], [[_largest(r["shares"])] for r in rows]
+    return text_table(["file", "mask", "overlay", *names],
+                      [[r["file"], r["mask"], r["overlay"], *sh] for r, sh in zip(rows, shares)])  # fmt: skip
+
+
+def _largest(shares: dict[str, float]) -> str:
+    ranked = sorted(((v, k) for k, v in shares.items() if v > 0), reverse=True)
+    return ", ".join(f"{k} {v:.3f}" for v, k in ranked)
 
 
 def _prediction_row(r: dict[str, Any], top: int) -> list[Any]:

@@ -1,8 +1,10 @@
-"""`ember train` and `ember lr-find`: an image classifier from a folder or a CSV file."""
+"""`ember train` and `ember lr-find`: an image classifier from a folder or a CSV file, or a segmentation
+model (`--task segment`) from a folder of images, masks and class names."""
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,10 +32,29 @@ def _check_lr(value: str) -> str:
 DataPath = Annotated[
     Path,
     typer.Argument(
-        help="A folder of images, one subfolder per class (with train/ and valid/ folders of classes, those "
-        "are the split), or a CSV file of image paths (relative to its folder) and labels.",
+        help="classify: a folder of images, one subfolder per class (with train/ and valid/ folders of "
+        "classes, those are the split), or a CSV file of image paths (relative to its folder) and labels. "
+        "segment: a folder with images/, labels/ (a mask per image, same name, or CamVid's <name>_P.png) "
+        "and codes.txt (the class names, one a line, the first for mask value 0).",
         show_default=False,
         metavar="PATH",
+    ),
+]
+
+
+class Task(StrEnum):
+    """What `ember train` learns: one label per image, or one class per pixel."""
+
+    classify = "classify"
+    segment = "segment"
+
+
+TaskOption = Annotated[
+    Task,
+    typer.Option(
+        help="classify: one label per image (vision_learner). segment: a class per pixel (unet_learner; "
+        "metrics foreground_acc and dice_multi). codes.txt is required, not guessed from the masks: its "
+        "lines are the model's outputs, and masks saved as 0/255 would otherwise make 256 classes."
     ),
 ]
 ValidPct = Annotated[
@@ -66,20 +87,26 @@ LabelCol = Annotated[
 
 def _learner(
     path: Path, valid_pct: float, arch: str, pretrained: bool, weights: Path | None, bs: int, size: int,
-    seed: int, fn_col: str | None, label_col: str | None, fp16: bool = False,
+    seed: int, fn_col: str | None, label_col: str | None, fp16: bool = False, task: Task = Task.classify,
 ) -> Any:  # fmt: skip
     """The data (its sizes and classes printed) and a learner for it: what train and lr-find share."""
     from ember.core.utils import set_seed
-    from ember.vision.train import check_arch, image_dls, image_learner
+    from ember.vision.train import check_arch, image_dls, image_learner, segment_dls, segment_learner
 
+    if task == Task.segment and (fn_col is not None or label_col is not None):
+        raise typer.BadParameter("--fn-col and --label-col are for a CSV file; --task segment reads a folder")
     check_arch(arch, pretrained, weights)  # before reading any data
     set_seed(seed)
-    dls = image_dls(path, valid_pct, size, bs, seed, fn_col, label_col)
+    if task == Task.segment:
+        dls = segment_dls(path, valid_pct, size, bs, seed)
+    else:
+        dls = image_dls(path, valid_pct, size, bs, seed, fn_col, label_col)
     vocab = [str(v) for v in dls.vocab]
     shown = ", ".join(vocab[:10]) + (", ..." if len(vocab) > 10 else "")
     typer.echo(f"{path}: {len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, "
                f"{len(vocab)} classes ({shown})")  # fmt: skip
-    return image_learner(dls, arch, pretrained, weights, fp16)
+    make = segment_learner if task == Task.segment else image_learner
+    return make(dls, arch, pretrained, weights, fp16)
 
 
 def _find_lr(learn: Any, num_it: int) -> Any:
@@ -93,6 +120,7 @@ def _find_lr(learn: Any, num_it: int) -> Any:
 
 def train(
     path: DataPath,
+    task: TaskOption = Task.classify,
     valid_pct: ValidPct = 0.2,
     arch: Arch = "efficientnet_lite0",
     pretrained: Pretrained = True,
@@ -126,7 +154,8 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train an image classifier; write OUT/export.pkl (for predict, interpret, serve) and OUT/report.html.
+    """Train an image classifier (or with --task segment a segmentation model); write OUT/export.pkl (for
+    predict, and for a classifier interpret and serve) and OUT/report.html.
 
     A pretrained model is fine-tuned (fine_tune: one epoch on the new head, then EPOCHS on everything);
     one from random weights (--no-pretrained) trains for EPOCHS with fit_one_cycle. After every epoch
@@ -140,7 +169,9 @@ def train(
     if resume is not None:
         run = read_run(ckpt.with_suffix(".safetensors"))  # before the data is read: fail fast
         typer.echo(f"resuming from {ckpt}.safetensors: {run['epoch']} of {run['n_epoch']} epochs done")
-    learn = _learner(path, valid_pct, arch, pretrained, weights, bs, size, seed, fn_col, label_col, fp16)
+    learn = _learner(
+        path, valid_pct, arch, pretrained, weights, bs, size, seed, fn_col, label_col, fp16, task
+    )
     rate = _train_lr(learn, lr, out, resume is not None)
     fit = dict(cbs=CheckpointCallback(ckpt), resume=ckpt if resume is not None else None)
     if pretrained or weights is not None:
@@ -148,7 +179,13 @@ def train(
     else:  # nothing to keep frozen: the whole network learns from the start
         learn.fit_one_cycle(epochs, rate, **fit)
     export, report = save_outputs(learn, out)
-    typer.echo(f"error rate {learn.recorder.value('error_rate'):.4f}; wrote {export} and {report}")
+    names = ("foreground_acc", "dice_multi") if task == Task.segment else ("error_rate",)
+    scores = ", ".join(f"{n.replace('_', ' ')} {_number(learn.recorder.value(n))}" for n in names)
+    typer.echo(f"{scores}; wrote {export} and {report}")
+
+
+def _number(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"  # None: a metric with nothing to score (no class present)
 
 
 def _train_lr(learn: Any, lr: str, out: Path, resuming: bool) -> float:
@@ -174,6 +211,7 @@ def _train_lr(learn: Any, lr: str, out: Path, resuming: bool) -> float:
 
 def lr_find(
     path: DataPath,
+    task: TaskOption = Task.classify,
     valid_pct: ValidPct = 0.2,
     arch: Arch = "efficientnet_lite0",
     pretrained: Pretrained = True,
@@ -192,7 +230,7 @@ def lr_find(
     from ember.core.table import text_table
     from ember.vision.train import save_lr_plot
 
-    learn = _learner(path, valid_pct, arch, pretrained, weights, bs, size, seed, fn_col, label_col)
+    learn = _learner(path, valid_pct, arch, pretrained, weights, bs, size, seed, fn_col, label_col, task=task)
     sug = _find_lr(learn, num_it)
     Path(out).mkdir(parents=True, exist_ok=True)
     plot = save_lr_plot(learn, Path(out) / "lr_find.png")

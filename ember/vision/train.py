@@ -1,10 +1,12 @@
-"""An image classifier from files in a few calls: the pieces `ember train` and `ember lr-find` run.
+"""An image classifier or a segmentation model from files in a few calls: the pieces `ember train` and
+`ember lr-find` run.
 
 >>> dls = image_dls("images", size=224, bs=32)   # one folder per class, or a CSV of file names and labels
 >>> learn = image_learner(dls, "efficientnet_lite0")
 >>> lr = find_lr(learn).valley                   # the learning-rate finder's suggestion
 >>> learn.fine_tune(3, lr)
 >>> save_outputs(learn, "models")                # models/export.pkl and models/report.html
+>>> seg = segment_learner(segment_dls("scans", size=256), "resnet18")  # scans/images, labels, codes.txt
 """
 
 from __future__ import annotations
@@ -19,14 +21,27 @@ from ember.callbacks.lr_finder import SuggestedLRs, minimum, slide, steep, valle
 from ember.core.utils import atomic_write
 from ember.data.errors import DataError
 from ember.learner.learner import Learner
-from ember.metrics import error_rate
+from ember.metrics import DiceMulti, error_rate, foreground_acc
 from ember.models.registry import model_spec
 from ember.models.weights import find_weights
 from ember.vision.augment import Resize, aug_transforms
-from ember.vision.data import ImageDataLoaders
+from ember.vision.core import get_image_files
+from ember.vision.data import ImageDataLoaders, SegmentationDataLoaders
 from ember.vision.learner import vision_learner
+from ember.vision.unet_learner import unet_learner
 
-__all__ = ["check_arch", "find_lr", "image_dls", "image_learner", "save_lr_plot", "save_outputs"]
+__all__ = [
+    "check_arch",
+    "find_lr",
+    "image_dls",
+    "image_learner",
+    "label_files",
+    "read_codes",
+    "save_lr_plot",
+    "save_outputs",
+    "segment_dls",
+    "segment_learner",
+]
 
 StrPath = str | os.PathLike
 
@@ -113,6 +128,100 @@ def _check_loaders(dls: ImageDataLoaders, path: Path) -> None:
     for name, n in (("training", len(dls.train_ds)), ("validation", len(dls.valid_ds))):
         if n == 0:
             raise DataError(f"{path}: the {name} set is empty; add images or change the validation fraction")
+
+
+def segment_dls(
+    source: StrPath,
+    valid_pct: float = 0.2,
+    size: int = 224,
+    bs: int = 64,
+    seed: int | None = 42,
+    augment: bool = True,
+    num_workers: int | None = None,
+) -> SegmentationDataLoaders:
+    """Loaders for segmentation from a folder laid out as CamVid and `builtin_data("nuclei")` are:
+    `images/` (the images), `labels/` (a mask per image, see `label_files`) and `codes.txt` (see
+    `read_codes`). `valid_pct` of the images, at random, are held out. Images and masks are squished to
+    `size` x `size` (not cropped), so that a predicted mask covers the whole image it is for.
+
+    >>> dls = segment_dls(builtin_data("nuclei"), size=128, bs=8)  # doctest: +SKIP
+    """
+    if not 0 < valid_pct < 1:
+        raise ValueError(f"valid_pct is {valid_pct}; give the validation fraction, between 0 and 1, e.g. 0.2")
+    path = Path(source)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such folder; give a folder with images/, labels/ and codes.txt")
+    labels = label_files(path)
+    codes = read_codes(path)
+    dls = SegmentationDataLoaders.from_label_func(
+        path, list(labels), labels.__getitem__, valid_pct=valid_pct, seed=seed, codes=codes,
+        item_tfms=Resize(size, method="squish"), batch_tfms=aug_transforms() if augment else None, bs=bs,
+        num_workers=num_workers,
+    )  # fmt: skip
+    for name, n in (("training", len(dls.train_ds)), ("validation", len(dls.valid_ds))):
+        if n == 0:
+            raise DataError(f"{path}: the {name} set is empty; add images or change the validation fraction")
+    return dls
+
+
+def label_files(source: StrPath) -> dict[Path, Path]:
+    """Each image of `source/images` with its mask in `source/labels`: the file at the same relative path
+    with the same stem (any image suffix: `a.jpg` -> `a.png`), or with `_P` added (CamVid's `a_P.png`).
+    A missing folder, an image without a mask or with two is a `DataError` naming them."""
+    path = Path(source)
+    for sub in ("images", "labels"):
+        if not (path / sub).is_dir():
+            raise DataError(f"{path}: no {sub}/ folder; expected images/ (the images), labels/ (a mask per "
+                            "image, same name) and codes.txt (the class names, one a line)")  # fmt: skip
+    images = get_image_files(path / "images")
+    if not images:
+        raise DataError(f"{path / 'images'}: no images found")
+    masks: dict[str, list[Path]] = {}
+    for m in get_image_files(path / "labels"):
+        masks.setdefault(m.relative_to(path / "labels").with_suffix("").as_posix(), []).append(m)
+    found = {f: _mask_of(f.relative_to(path / "images").with_suffix("").as_posix(), masks) for f in images}
+    missing = [f.relative_to(path).as_posix() for f, m in found.items() if m is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"{path / 'labels'}: no mask for {len(missing)} of {len(images)} images ({shown}); "
+                        "each image needs labels/<same name>.png (or <name>_P.png)")  # fmt: skip
+    return {f: m for f, m in found.items() if m is not None}
+
+
+def _mask_of(stem: str, masks: dict[str, list[Path]]) -> Path | None:
+    for key in (stem, f"{stem}_P"):
+        if len(masks.get(key, [])) > 1:
+            raise DataError(f"two masks for the image {stem}: {', '.join(map(str, masks[key]))}; keep one")
+        if key in masks:
+            return masks[key][0]
+    return None
+
+
+def read_codes(source: StrPath) -> list[str]:
+    """The class names in `source/codes.txt`, one a line (blank lines skipped): line i names the class of
+    mask value i. Refused when missing rather than guessed from the masks: the number of classes is the
+    model's number of outputs, and masks saved as 0/255 would otherwise make 256 classes."""
+    file = Path(source) / "codes.txt"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file; write the class names one a line, the first for "
+                                "mask value 0 (e.g. 'background' then 'cell')")  # fmt: skip
+    codes = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if len(codes) < 2:
+        raise DataError(f"{file}: {len(codes)} class name(s); a segmentation needs two or more, one a line")
+    return codes
+
+
+def segment_learner(
+    dls: SegmentationDataLoaders,
+    arch: str = "efficientnet_lite0",
+    pretrained: bool = True,
+    weights: StrPath | None = None,
+    fp16: bool = False,
+) -> Learner:
+    """`unet_learner` with `foreground_acc` and `DiceMulti` as metrics; mixed precision when `fp16`."""
+    learn = unet_learner(dls, arch, pretrained=pretrained, weights=None if weights is None else str(weights),
+                         metrics=[foreground_acc, DiceMulti()])  # fmt: skip
+    return learn.to_fp16() if fp16 else learn
 
 
 def check_arch(arch: str, pretrained: bool = True, weights: StrPath | None = None) -> None:
