@@ -42,6 +42,10 @@ def _any_model(info: dict[str, Any]) -> str | None:
     return None
 
 
+def _this_one(info: dict[str, Any]) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class RequestIO:
     """How the web server talks to one application's models: request bodies in, JSON answers out.
@@ -52,6 +56,13 @@ class RequestIO:
     `prepare(learn, x)` may shrink it before it waits for the model; `predict(learn, xs)` answers a batch
     with one JSON-able dict each, in one forward; `check(info)` says why an export cannot be served
     (None when it can).
+
+    An application that serves several tasks gives each its own `RequestIO`: `variant(info)` is the one
+    for an export (None: this one). Answers that hold a picture (a segmentation's overlay, a predicted
+    image) set `draw`: each answer of `predict` holds under "image" what `draw` turns into PNG bytes,
+    called off the forward thread; the server sends it as a `data:image/png;base64,...` URI, or the PNG
+    itself for `POST /predict?format=png`. Such an answer may also hold `classes` (name -> share of the
+    picture) and `colors` (name -> CSS colour), which the page shows as the picture's legend.
     """
 
     kind: str
@@ -61,6 +72,9 @@ class RequestIO:
     check: Callable[[dict[str, Any]], str | None] = _any_model
     fields: tuple[str, ...] = ()
     example: str = ""  # a request that works, for the page and the API's description
+    draw: Callable[[Any], bytes] | None = None  # PNG bytes from an answer's "image"; None: no picture
+    about: str = ""  # what an answer holds, for the page and the API's description
+    variant: Callable[[dict[str, Any]], RequestIO | None] = _this_one
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,8 @@ class AppSpec:
     - `report_sections(learn)`: the report's sections after the common ones (None: the core's classifier
       sections, which appear only for single-label classifiers).
     - `show_results(learn, ds_idx, max_n)`: inputs, targets and predictions (None: the DataBlock's).
+    - `microscope(learn, path, dl=..., **kwargs)`: writes a page browsing what each channel of the model
+      responds to and returns its path (None: the application has none); `interp.microscope` calls it.
     """
 
     name: str
@@ -85,6 +101,7 @@ class AppSpec:
     request_io: RequestIO | None = None
     report_sections: Callable[[Learner], Iterable[Section]] | None = None
     show_results: Callable[[Learner, int, int], Any] | None = None
+    microscope: Callable[..., Path] | None = None
 
 
 _REGISTERED: dict[str, AppSpec] = {}

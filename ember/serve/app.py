@@ -2,6 +2,7 @@
 
 What a request holds and what its answer says come from the model's application (its `RequestIO`, see
 `ember.learner.app`): an image classifier takes image uploads and answers a label and probabilities; a
+segmentation model answers its mask drawn over the upload, as a PNG (`ember.serve.pictures`); a
 recommender takes `{"user": ..., "item": ...}` and answers the rating.
 
 The model is loaded once, when the app is made. Images are decoded in a thread pool and every forward
@@ -35,13 +36,14 @@ from pathlib import Path
 import anyio
 import torch
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from ember.learner.export import read_export_info
 from ember.serve.batcher import MicroBatcher
 from ember.serve.limits import BodyLimit
 from ember.serve.model import ServedModel, check_servable
+from ember.serve.pictures import picture_router
 from ember.serve.routes import add_error_handlers, image_router, json_router, router
 
 __all__ = ["Limits", "create_app", "run_server"]
@@ -121,20 +123,38 @@ def create_app(
         yield
         await served.batcher.stop()
 
-    images = model.io.kind == "image"
-    about = _IMAGES if images else f"Send JSON, e.g. `{model.io.example}`."
-    app = FastAPI(title=f"ember · {model.name}", description=f"{about} {_ERRORS}", lifespan=lifespan)
+    app = FastAPI(title=f"ember · {model.name}", description=f"{_about(model)} {_ERRORS}", lifespan=lifespan)
     app.state.served = served
     app.add_middleware(BodyLimit, max_bytes=served.limits.max_bytes)
     add_error_handlers(app)
     app.include_router(router)
-    app.include_router(image_router if images else json_router)
+    app.include_router(_requests_router(model))
     return app
+
+
+def _requests_router(model: ServedModel) -> APIRouter:
+    if model.io.kind != "image":
+        return json_router
+    return image_router if model.io.draw is None else picture_router
+
+
+def _about(model: ServedModel) -> str:
+    if model.io.kind != "image":
+        return f"Send JSON, e.g. `{model.io.example}`."
+    if model.io.draw is None:
+        return _IMAGES
+    about = f" {model.io.about}" if model.io.about else ""
+    return f"{_PICTURES}{about} For example: `{model.io.example}`."
 
 
 _IMAGES = (
     "Classify an image with an exported ember model. Send it as multipart form data (field `file`) or as "
     "the raw body with `Content-Type: image/*`."
+)
+_PICTURES = (
+    "Send an image to an exported ember model as multipart form data (field `file`) or as the raw body "
+    "with `Content-Type: image/*`. The answer holds the model's picture as a PNG data URI in `image`; "
+    "`POST /predict?format=png` answers the PNG itself."
 )
 _ERRORS = 'Errors come as `{"error": "..."}`.'
 

@@ -26,13 +26,15 @@ class ServeError(ValueError):
 
 
 def check_servable(path: Path, info: dict[str, Any]) -> RequestIO:
-    """The request I/O of the export's application; a `ServeError` saying what to do when it has none, or
-    when it cannot serve this model (`RequestIO.check`)."""
+    """The request I/O of the export's application (its `variant` for this export); a `ServeError` saying
+    what to do when it has none, or when it cannot serve this model (`RequestIO.check`)."""
     try:
         spec = load_app(info.get("app"))
     except UnknownApp as e:
         raise ServeError(f"{path} names no application this server knows: {e}") from e
     io = spec.request_io
+    if io is not None:
+        io = io.variant(info) or io  # an application with one RequestIO per task
     why = f"holds a {spec.name} model, which has no web API" if io is None else io.check(info)
     if why:
         raise ServeError(f"{path} {why}")

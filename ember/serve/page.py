@@ -1,6 +1,8 @@
-"""The served model's web page. For an image model: drop or pick an image, see its preview, the label and
-a bar per class. For a model that takes JSON (a recommender): a form with the application's fields, and
-the answer.
+"""The served model's web page. For an image classifier: drop or pick an image, see its preview, the label
+and a bar per class. For a model whose answer is a picture ("picture": a segmentation, an image-to-image
+model): the same drop zone, the picture answered, and its legend when it names classes (each one's colour
+and share). For a model that takes JSON (a recommender): a form with the application's fields, and the
+answer.
 
 The HTML, CSS and JavaScript are package files (`ember/serve/static/`), sent in one response with no
 external asset (it works offline). The drop zone is a button, so the keyboard opens the file picker with
@@ -18,6 +20,7 @@ import base64
 import functools
 import hashlib
 import html
+import re
 from importlib.resources import files
 from typing import Any
 
@@ -35,7 +38,9 @@ def _static(name: str) -> str:
 
 def _script(kind: str) -> str:
     if kind == "image":
-        return _static("image.js").replace("__TOP_K__", str(TOP_K))
+        return _static("upload.js") + _static("image.js").replace("__TOP_K__", str(TOP_K))
+    if kind == "picture":
+        return _static("upload.js") + _static("picture.js")
     return _static("form.js")
 
 
@@ -45,17 +50,21 @@ def render_page(
     kind: str = "image",
     fields: tuple[str, ...] = (),
     example: str = "",
+    about: str = "",
 ) -> str:
     """The page for a model described by `info` (an export's metadata) whose requests are of `kind`
-    ("image", or "json" with the keys `fields`); every value is HTML-escaped."""
+    ("image", "picture" for images answered with a picture, or "json" with the keys `fields`); `about`
+    says what an answer holds. Every value is HTML-escaped."""
     arch, vocab = str(info.get("arch") or "model"), [str(v) for v in info.get("vocab") or []]
     size = _size(info.get("input_size"))
-    if kind == "image":
+    if kind in ("image", "picture"):
         classes = f"{len(vocab)} classes" + (
             f" ({', '.join(vocab)})" if len(vocab) <= VOCAB_IN_SUMMARY else ""
         )
-        summary = f"{classes} · input {size}" + (f" · {info['task']}" if info.get("task") else "")
-        main = _static("image.html").format(
+        parts = [classes] if vocab or kind == "image" else []  # an image-to-image model has no classes
+        parts += [f"input {size}", *([info["task"]] if info.get("task") else [])]
+        summary = " · ".join(parts)
+        main = _static(f"{kind}.html").format(
             max_bytes=int(max_upload_mb * 2**20), max_mb=f"{max_upload_mb:g}", n_classes=len(vocab)
         )
     else:
@@ -71,10 +80,20 @@ def render_page(
         summary=html.escape(summary),
         main=main,
         details=_details(info, arch, vocab, size),
-        example=f" For example: <code>{html.escape(example)}</code>" if example and kind != "image" else "",
+        example=_example(kind, example, about),
         style=_static("page.css"),
         script=_script(kind),
     )
+
+
+def _example(kind: str, example: str, about: str) -> str:
+    """The footer's example request (none for a classifier, whose page says it all)."""
+    if not example or kind == "image":
+        return ""
+    text = f" For example: <code>{html.escape(example)}</code>"
+    if kind == "picture":
+        text += "; add <code>?format=png</code> for the PNG alone."
+    return text + (" " + re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(about)) if about else "")
 
 
 def content_security_policy(kind: str = "image") -> str:

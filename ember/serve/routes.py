@@ -8,6 +8,8 @@ and, for a model whose application reads images (`image_router`):
 POST /predict        one image: multipart field `file`, or the raw body with Content-Type image/*
 POST /predict/batch  several images: multipart field `files`
 
+(those whose answers are pictures have their own, `ember.serve.pictures`, with `?format=png`)
+
 or, for one that reads JSON (`json_router`, e.g. a recommender's `{"user": 15, "item": "Heat"}`):
 POST /predict        one JSON object, or a list of them
 POST /predict/batch  a list of JSON objects
@@ -92,9 +94,10 @@ _RAW_TYPES = ("image/", "application/octet-stream")
 async def page(request: Request) -> HTMLResponse:
     served = request.app.state.served
     io = served.model.io
-    body = render_page(served.model.info, served.limits.max_upload_mb, io.kind, io.fields, io.example)
+    kind = "picture" if io.draw is not None else io.kind
+    body = render_page(served.model.info, served.limits.max_upload_mb, kind, io.fields, io.example, io.about)
     headers = {
-        "Content-Security-Policy": content_security_policy(io.kind),
+        "Content-Security-Policy": content_security_policy(kind),
         "X-Content-Type-Options": "nosniff",
     }
     return HTMLResponse(body, headers=headers)
