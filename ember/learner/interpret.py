@@ -8,6 +8,8 @@ It needs only a Learner (any application's): images are drawn by the input block
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,14 +80,27 @@ class ClassificationInterpretation:
         """The confusion matrix as a heat map with counts (or row fractions when `normalize`)."""
         return plot_confusion(self.confusion_matrix(), self.vocab, normalize, cmap, figsize)
 
-    def plot_top_losses(self, k: int = 9, largest: bool = True) -> Any:
-        """The inputs with the largest losses, titled prediction / actual / loss / probability."""
+    def plot_top_losses(self, k: int = 9, largest: bool = True, heatmap: bool = False) -> Any:
+        """The inputs with the largest losses, titled prediction / actual / loss / probability. With
+        `heatmap`, each is overlaid with the Grad-CAM of its predicted class (`ember.interpret.gradcam`,
+        the model's default layer): where the model looked to make its mistake.
+
+        >>> interp.plot_top_losses(9, heatmap=True)  # doctest: +SKIP
+        """
         losses, idxs = self.top_losses(k, largest)
         titles = [
             f"{self._labels(i)} / {loss:.2f} / {self._prob(i):.2f}"
             for loss, i in zip(losses.tolist(), idxs.tolist())
         ]
-        return self._plot_inputs(idxs.tolist(), titles)
+        fig = self._plot_inputs(idxs.tolist(), titles)
+        if heatmap and len(idxs):
+            from ember.interpret.gradcam import gradcam
+            from ember.interpret.show import overlay_heatmap
+
+            cams = gradcam(self.learn, xb=self._model_inputs(idxs.tolist()), target=self.preds[idxs])
+            for ax, cam in zip(fig.axes, cams):
+                overlay_heatmap(ax, cam)
+        return fig
 
     def plot_most_uncertain(self, k: int = 9) -> Any:
         """The inputs of `most_uncertain(k)`, titled prediction / actual / the two top probabilities.
@@ -97,6 +112,22 @@ class ClassificationInterpretation:
         return self._plot_inputs(
             idxs, [f"{self._labels(i)} / {top2[i][0]:.2f} vs {top2[i][1]:.2f}" for i in idxs]
         )
+
+    def microscope(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write a page that browses the model's layers and channels: for each channel the image that
+        excites it most and the items of this split that do (written by the learner's application).
+
+        >>> interp.microscope("microscope.html")  # doctest: +SKIP
+        """
+        from ember.learner.app import app_of
+
+        found = app_of(self.learn)
+        if found is None or found[0].microscope is None:
+            raise TypeError(
+                f"interp.microscope: {'this learner' if found is None else found[0].name + ' learners'} "
+                "have no microscope page; image learners have one"
+            )
+        return found[0].microscope(self.learn, path, dl=self.dl, **kwargs)
 
     def _labels(self, i: int) -> str:
         return f"{self.vocab[int(self.preds[i])]}/{self.vocab[int(self.targs[i])]}"
@@ -112,6 +143,16 @@ class ClassificationInterpretation:
             self._show_input(i, ax)
             ax.set_title(title, fontsize=9)
         return fig
+
+    def _model_inputs(self, idxs: list[int]) -> Tensor:
+        """The inputs of items `idxs` of the split, batched and transformed as the model saw them."""
+        from torch.utils.data import Subset
+
+        from ember.data.loaders import DataLoader
+
+        dl = self.dl
+        sub = DataLoader(Subset(dl.dataset, idxs), len(idxs), device=dl.device, batch_tfms=dl.batch_tfms)
+        return sub.one_batch()[0]
 
     def _show_input(self, i: int, ax: Any) -> None:
         ds = getattr(self.dl, "dataset", None)

@@ -375,6 +375,12 @@ class Learner(CallbackHost, Optimizers, Switches, Files):
         """
         return preds.show_learner_results(self, ds_idx, dl, max_n, **kwargs)
 
+    def gradcam(self, item: Any, target: Any = None, layer: Any = None, show: bool = False) -> Tensor:
+        """Grad-CAM heatmap (h, w) in [0, 1] of `item` for `target` (default: the predicted class)."""
+        from ember.interpret.gradcam import gradcam  # lazily: training never needs it
+
+        return gradcam(self, item, target, layer, show=show)
+
     def validate(
         self, ds_idx: int = 1, dl: LoaderLike | None = None, cbs: Callback | Sequence[Callback] | None = None
     ):
