@@ -1,4 +1,5 @@
-"""Super-resolution: crappify's data, the feature loss and its columns, PSNR and SSIM."""
+"""Super-resolution and colourisation: the built-in photo crops, crappify's data, aligned patches, the grey
+input, the feature loss and its columns, PSNR and SSIM."""
 
 from __future__ import annotations
 
@@ -12,11 +13,55 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import TensorDataset
 
+import ember.vision.datasets as vision_datasets
 from ember.callbacks.loss_metrics import LossMetrics
-from ember.data import DataLoaders
+from ember.data import DataBlock, DataLoaders, FuncSplitter
+from ember.data.builtin import builtin_data
+from ember.data.external import URLs, untar_data
 from ember.learner import Learner
+from ember.vision.all import ImageBlock, Resize, get_image_files, unet_learner
 from ember.vision.feature_loss import FeatureLoss, gram_matrix
-from ember.vision.superres import crappify, psnr, ssim
+from ember.vision.superres import BICUBIC_NEAREST, RandomPatch, crappify, psnr, ssim, to_grey
+
+
+# ---- the built-in photo crops ---------------------------------------------------------------------
+@pytest.fixture
+def few_crops(monkeypatch):
+    """Fewer crops per photo, so that writing the set twice takes a second, not ten."""
+    monkeypatch.setattr(vision_datasets, "PHOTO_N_TRAIN", 3)
+    monkeypatch.setattr(vision_datasets, "PHOTO_N_VALID", 2)
+
+
+def _photo(f):
+    return f.stem.rsplit("_", 1)[0]
+
+
+def test_photo_crops_hold_out_whole_photos_for_validation(tmp_path, few_crops):
+    path = untar_data(URLs.PHOTO_CROPS, data=tmp_path)
+    train, valid = sorted((path / "train").iterdir()), sorted((path / "valid").iterdir())
+    assert {_photo(f) for f in train} == set(vision_datasets.PHOTOS_TRAIN)
+    assert {_photo(f) for f in valid} == set(vision_datasets.PHOTOS_VALID)
+    assert not set(vision_datasets.PHOTOS_TRAIN) & set(vision_datasets.PHOTOS_VALID)
+    n_train, n_valid = len(vision_datasets.PHOTOS_TRAIN), len(vision_datasets.PHOTOS_VALID)
+    assert (len(train), len(valid)) == (3 * n_train, 2 * n_valid)
+    for f in train + valid:
+        with Image.open(f) as im:
+            assert im.mode == "RGB" and im.size == (128, 128)
+            assert (
+                np.asarray(im).std() >= vision_datasets.PHOTO_MIN_STD
+            )  # no flat black crop of retina's border
+
+
+def test_photo_crops_are_written_once_and_the_same_on_every_machine(tmp_path, few_crops):
+    first = builtin_data("photo_crops", data=tmp_path / "a")
+    stamps = {f: f.stat().st_mtime_ns for f in first.rglob("*.png")}
+    assert builtin_data("photo_crops", data=tmp_path / "a") == first
+    assert {f: f.stat().st_mtime_ns for f in first.rglob("*.png")} == stamps  # nothing written again
+    second = builtin_data("photo_crops", data=tmp_path / "b")
+    assert [f.relative_to(first) for f in sorted(stamps)] == [
+        f.relative_to(second) for f in sorted(second.rglob("*.png"))
+    ]
+    assert all(f.read_bytes() == (second / f.relative_to(first)).read_bytes() for f in stamps)
 
 
 # ---- crappify -------------------------------------------------------------------------------------
@@ -85,6 +130,68 @@ def test_crappify_keeps_a_png_a_png_with_jpeg_artefacts(tmp_path):
     out = crappify(src, tmp_path / "lr", size=32, quality=(10, 10), text=False)[0]
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (32, 32)
+
+
+def test_crappify_with_a_scale_divides_each_side_by_it(tmp_path):
+    src = _photos(tmp_path / "hr", n=1)  # 160x120
+    out = crappify(src, tmp_path / "lr", size=7, scale=2, text=False)[0]  # size is ignored
+    with Image.open(out) as im:
+        assert im.size == (80, 60)
+
+
+# ---- aligned patches and the grey input -----------------------------------------------------------
+def test_random_patch_cuts_the_same_place_from_input_and_target_on_training_only():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    patch = RandomPatch(8)
+    seen = set()
+    for _ in range(20):
+        x, y = patch.encodes((img, img.copy()), ("image", "image"), 0)
+        assert x.size == (8, 8) and x.tobytes() == y.tobytes()
+        a = np.asarray(img)
+        hits = [
+            (t, l)
+            for t in range(13)
+            for l in range(23)
+            if np.array_equal(a[t : t + 8, l : l + 8], np.asarray(x))
+        ]
+        seen.update(hits)
+    assert len(seen) > 10  # the place is random
+    assert RandomPatch.split_idx == 0  # the pipeline leaves validation items whole
+    with pytest.raises(ValueError, match="different sizes"):
+        patch.encodes((img, img.resize((15, 10))), ("image", "image"), 0)
+
+
+def _colour_folder(folder, n=6, size=40):
+    rng = np.random.default_rng(1)
+    folder.mkdir()
+    for i in range(n):
+        arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"{'valid' if i < 2 else 'train'}_{i}.png")
+    return folder
+
+
+def test_colourisation_learns_from_the_grey_image_to_the_colour_one(tmp_path):
+    folder = _colour_folder(tmp_path / "photos")
+    dblock = DataBlock(blocks=(ImageBlock, ImageBlock), get_items=get_image_files, get_x=to_grey,
+                       splitter=FuncSplitter(lambda o: o.name.startswith("valid")))  # fmt: skip
+    dls = dblock.dataloaders(folder, bs=2, num_workers=0)
+    xb, yb = dls.train.one_batch()  # (bs, 3, h, w) floats in [0, 1], before any normalisation
+    assert xb.shape == yb.shape == (2, 3, 40, 40)
+    assert torch.equal(xb[:, 0], xb[:, 1]) and torch.equal(xb[:, 1], xb[:, 2])  # 3 equal channels
+    luma = (yb * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)  # ITU-R 601, PIL's "L"
+    torch.testing.assert_close(xb[:, 0], luma, atol=1 / 255 + 1e-6, rtol=0)
+    assert (yb[:, 0] - yb[:, 1]).abs().max() > 0.1  # the target keeps its colour
+    learn = unet_learner(dls, "resnet18", pretrained=False, quiet=True)
+    assert learn.model(xb).shape == yb.shape
+
+
+def test_a_bicubic_resize_gives_the_input_the_target_size(tmp_path):
+    small = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    big = Image.new("RGB", (32, 32))
+    x, y = Resize(32, resamples=BICUBIC_NEAREST).encodes((small, big), ("image", "image"), 1)
+    assert x.size == y.size == (32, 32)
+    assert x.tobytes() == small.resize((32, 32), Image.Resampling.BICUBIC).tobytes()
 
 
 # ---- PSNR and SSIM --------------------------------------------------------------------------------

@@ -101,6 +101,7 @@ class URLs:
     # Registered by the vision application when it is imported (its segmentation sets: images, labels, codes)
     BRAIN_MRI = f"{BUILTIN_SCHEME}brain_mri"
     NUCLEI = f"{BUILTIN_SCHEME}nuclei"
+    PHOTO_CROPS = f"{BUILTIN_SCHEME}photo_crops"  # and its photo crops, for super-resolution
 
 
 def untar_data(

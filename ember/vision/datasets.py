@@ -1,10 +1,13 @@
-"""Vision's built-in segmentation data sets: real images and masks read from files that PyPI packages ship,
-written once as `images/*.png`, `labels/*.png` (one class index per pixel) and `codes.txt`, like CamVid.
+"""Vision's built-in data sets: real images read from files that PyPI packages ship, written once as PNGs.
 
-| name        | read from (without importing the package)            | files                                 |
-| ----------- | ---------------------------------------------------- | ------------------------------------- |
-| `brain_mri` | nilearn's MNI ICBM152 2009a template (T1, GM, WM)    | `axial_070.png`, ... 240x240, 4 codes |
-| `nuclei`    | stardist's `img2d.tif` / `mask2d.tif` (fluorescence) | `train_000.png`, `valid_000.png`, ... |
+Segmentation sets are `images/*.png`, `labels/*.png` (one class index per pixel) and `codes.txt`, like CamVid;
+the photo crops for super-resolution and colourisation are `train/*.png` and `valid/*.png`.
+
+| name          | read from (without importing the package)          | files                                 |
+| ------------- | -------------------------------------------------- | ------------------------------------- |
+| `brain_mri`   | nilearn's MNI ICBM152 2009a template (T1, GM, WM)  | `axial_070.png`, ... 240x240, 4 codes |
+| `nuclei`      | stardist's `img2d.tif`, `mask2d.tif` (fluorescence)| `train_000.png`, `valid_000.png`, ... |
+| `photo_crops` | scikit-image's colour photos (`skimage.data`)      | `train/astronaut_000.png`, ... 128 px |
 
 Importing `ember.vision` registers them, so `untar_data(URLs.BRAIN_MRI)` and `builtin_data("nuclei")` work.
 
@@ -17,6 +20,7 @@ Importing `ember.vision` registers them, so `untar_data(URLs.BRAIN_MRI)` and `bu
 from __future__ import annotations
 
 import importlib.util
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +28,7 @@ from PIL import Image
 
 from ember.data.builtin import register_builtin
 
-__all__ = ["BRAIN_CODES", "NUCLEI_CODES"]
+__all__ = ["BRAIN_CODES", "NUCLEI_CODES", "PHOTOS_TRAIN", "PHOTOS_VALID"]
 
 BRAIN_CODES = ("background", "other", "grey_matter", "white_matter")
 NUCLEI_CODES = ("background", "nucleus")
@@ -41,6 +45,15 @@ BRAIN_MIN_TISSUE = 0.05  # slices with grey + white matter on under 5% of their 
 NUCLEI_CROP = 128
 NUCLEI_N_TRAIN, NUCLEI_N_VALID = 200, 40
 NUCLEI_VALID_FROM = 384  # rows 384..511 (the bottom quarter) are held out for validation crops
+# Whole photos are held out, so no validation crop shares a pixel (or a scene) with a training crop. The two
+# motorcycle views are a stereo pair of one scene, so they stay on the same side.
+PHOTOS_TRAIN = ("astronaut", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
+PHOTOS_TRAIN += ("motorcycle_left", "motorcycle_right")
+PHOTOS_VALID = ("chelsea", "coffee")
+PHOTO_CROP = 128
+PHOTO_N_TRAIN, PHOTO_N_VALID = 40, 24  # crops per photo: 280 training, 48 validation
+PHOTO_MAX_SIDE = 512  # larger photos are first shrunk so their shorter side is 512 (retina: 1411 px of blur)
+PHOTO_MIN_STD = 8.0  # crops this flat (grey levels 0..255) are drawn again: the black around retina, hubble
 
 
 def _package_dir(name: str) -> Path:
@@ -139,5 +152,55 @@ def _write_nuclei(out: Path) -> None:
             )
 
 
+def _read_photo(name: str) -> np.ndarray:
+    """A colour photo of `skimage.data` as (h, w, 3) uint8, its shorter side at most `PHOTO_MAX_SIDE`."""
+    from skimage import data
+
+    if name.startswith("motorcycle_"):
+        left, right, _ = data.stereo_motorcycle()
+        rgb = left if name == "motorcycle_left" else right
+    else:
+        rgb = getattr(data, name)()
+    img = Image.fromarray(rgb[..., :3])
+    scale = PHOTO_MAX_SIDE / min(img.size)
+    if scale < 1:
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+    return np.asarray(img)
+
+
+def _random_crops(rgb: np.ndarray, n: int, size: int, seed: int) -> list[np.ndarray]:
+    """`n` random `size` x `size` crops of `rgb` (h, w, 3), drawn with `seed`; a crop flatter than
+    `PHOTO_MIN_STD` is drawn again (up to 50 times, then kept).
+
+    >>> [c.shape for c in _random_crops(np.zeros((40, 50, 3), np.uint8), 2, 32, seed=0)]
+    [(32, 32, 3), (32, 32, 3)]
+    """
+    rng, crops = np.random.default_rng(seed), []
+    h, w = rgb.shape[:2]
+    for _ in range(n):
+        for _ in range(50):
+            top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+            crop = rgb[top : top + size, left : left + size]
+            if crop.std() >= PHOTO_MIN_STD:
+                break
+        crops.append(crop)
+    return crops
+
+
+def _write_photo_crops(out: Path) -> None:
+    """128x128 crops of scikit-image's colour photos for super-resolution and colourisation: 40 from each
+    photo of `PHOTOS_TRAIN` in `train/`, 24 from each of `PHOTOS_VALID` in `valid/` (whole photos held
+    out), named `<photo>_<k>.png`. Each photo's crops are drawn with a seed made from its name, so the
+    files are the same on every machine."""
+    for split, names, n in (("train", PHOTOS_TRAIN, PHOTO_N_TRAIN), ("valid", PHOTOS_VALID, PHOTO_N_VALID)):
+        (out / split).mkdir()
+        for name in names:
+            for k, crop in enumerate(
+                _random_crops(_read_photo(name), n, PHOTO_CROP, zlib.crc32(name.encode()))
+            ):
+                Image.fromarray(crop).save(out / split / f"{name}_{k:03d}.png", compress_level=1)
+
+
 register_builtin("brain_mri", _write_brain_mri, needs={"nilearn": _NILEARN, "nibabel": _DATA_EXTRA})
 register_builtin("nuclei", _write_nuclei, needs={"stardist": _STARDIST})
+register_builtin("photo_crops", _write_photo_crops, needs={"skimage": _DATA_EXTRA})
