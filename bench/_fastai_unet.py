@@ -26,6 +26,7 @@ from pathlib import Path
 import fastai
 import torch
 from fastai.vision.all import (
+    Callback,
     DataBlock,
     DiceMulti,
     FuncSplitter,
@@ -82,6 +83,18 @@ def lite0_arch(weights: Path):
     return arch, cut, spec
 
 
+class EpochRows(Callback):
+    """Every epoch's recorder row, across both fits of `fine_tune` (fastai's Recorder keeps one fit's)."""
+
+    order = 60  # after the Recorder (50)
+
+    def __init__(self) -> None:
+        self.rows: list[list[float]] = []
+
+    def after_epoch(self) -> None:
+        self.rows.append([float(v) for v in self.learn.recorder.values[-1]])
+
+
 def scores(preds: torch.Tensor, targs: torch.Tensor) -> tuple[float, float]:
     """Foreground accuracy and mean Dice, both counted over every validation pixel (as ember's are)."""
     pred, targ = preds.argmax(1).reshape(-1), targs.reshape(-1).long()
@@ -115,7 +128,8 @@ def main() -> None:
         batch_tfms=Normalize.from_stats(list(spec.mean), list(spec.std)),
     )
     dls = dblock.dataloaders(files, bs=args.bs, path=path)
-    learn = unet_learner(dls, arch, normalize=False, cut=cut, metrics=[foreground_acc, DiceMulti()])
+    rows = EpochRows()
+    learn = unet_learner(dls, arch, normalize=False, cut=cut, metrics=[foreground_acc, DiceMulti()], cbs=rows)
     setup = time.perf_counter() - start
     learn.fine_tune(args.epochs, args.lr)
     total = time.perf_counter() - start
@@ -134,6 +148,8 @@ def main() -> None:
         "n_valid": len(dls.valid_ds),
         "n_params": sum(p.numel() for p in learn.model.parameters()),
         "skip_stages": [int(i) for i in _get_sz_change_idxs(sizes)],
+        # per epoch: train loss, valid loss, foreground accuracy (fastai's: a mean of per-batch ones), Dice
+        "history": rows.rows,
     }
     args.out.write_text(json.dumps(result))
 

@@ -126,6 +126,11 @@ def run_ember(path: Path, valid: set[str], args: argparse.Namespace) -> dict:
         "n_valid": len(dls.valid_ds),
         "n_params": sum(p.numel() for p in learn.model.parameters()),
         "skip_stages": list(learn.model.encoder.skip_idxs),
+        # per epoch: train loss, valid loss, foreground accuracy, Dice
+        "history": [
+            [h[k] for k in ("train_loss", "valid_loss", "foreground_acc", "dice_multi")]
+            for h in learn.recorder.history
+        ],  # fmt: skip
     }
 
 
