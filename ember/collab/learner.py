@@ -21,6 +21,7 @@ from torch import Tensor
 from ember.collab.data import CollabDataLoaders
 from ember.collab.interpret import cosine_neighbours, pca
 from ember.collab.models import EmbeddingDotBias, EmbeddingNN, emb_sz_rule
+from ember.core.utils import eval_mode
 from ember.learner.learner import Learner
 from ember.losses import MSELossFlat
 
@@ -62,11 +63,8 @@ class CollabLearner(Learner):
 
     def _scores(self, x: Tensor) -> Tensor:
         """The model's outputs for index pairs `x` `(n, 2)` as `(n,)` floats on the CPU."""
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
+        with eval_mode(self.model), torch.no_grad():
             out = self.model(x.to(self.dls.device))  # (n, 1)
-        self.model.train(was_training)
         act = getattr(self.loss_func, "activation", None)
         out = act(out) if act is not None else out
         return out.float().reshape(-1).cpu()

@@ -1,4 +1,4 @@
-"""Devices, seeds, nested tensor structures and atomic file writes."""
+"""Devices, seeds, eval mode for a block, nested tensor structures and atomic file writes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 __all__ = [
     "atomic_write",
     "default_device",
+    "eval_mode",
     "find_bs",
     "listify",
     "set_seed",
@@ -23,6 +24,28 @@ __all__ = [
     "to_detach",
     "to_device",
 ]
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`model` in eval mode (no dropout; BatchNorm uses its running statistics and leaves them alone)
+    for the `with` block. Each module's own mode is restored after, not just the top one's: a frozen
+    model may keep some BatchNorm layers in eval mode while the rest trains.
+
+    >>> m = torch.nn.Sequential(torch.nn.Dropout())
+    >>> with eval_mode(m):
+    ...     m.training
+    False
+    >>> m.training
+    True
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def default_device() -> torch.device:

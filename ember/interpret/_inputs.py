@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ember.core.utils import eval_mode
 from ember.interpret.errors import UnknownTargetError, listing
 from ember.learner.contracts import CanMakeTestLoader, require
 
@@ -102,11 +103,5 @@ def explaining(model: nn.Module) -> Iterator[None]:
     """Eval mode (no dropout, BatchNorm's running statistics, so each item is explained on its own)
     with gradients on, also inside a `torch.no_grad()` block. Each module's mode is restored after (a
     frozen model may keep some BatchNorm layers in eval mode while the rest trains)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
+    with eval_mode(model), torch.enable_grad():
+        yield

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ember.core.utils import eval_mode
 from ember.models.surgery import first_conv
 
 __all__ = ["Hook", "Hooks", "dummy_eval", "hook_output", "hook_outputs", "model_sizes", "num_features_model"]
@@ -124,13 +125,9 @@ def dummy_eval(m: nn.Module, size: Sequence[int] = (64, 64)) -> Any:
     """
     p = next(m.parameters())
     x = torch.zeros(1, first_conv(m).in_channels, *size, device=p.device, dtype=p.dtype)
-    was_training = m.training
-    m.eval()  # BatchNorm over one image would be degenerate and would update its running statistics
-    try:
-        with torch.no_grad():
-            return m(x)
-    finally:
-        m.train(was_training)
+    # eval: BatchNorm over one image would be degenerate and would update its running statistics
+    with eval_mode(m), torch.no_grad():
+        return m(x)
 
 
 def model_sizes(m: nn.Module, size: Sequence[int] = (64, 64)) -> list[torch.Size]:

@@ -13,6 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ember.core.utils import eval_mode
 from ember.models.spec import ModelSpec
 
 __all__ = ["adapt_first_conv", "cut_body", "first_conv", "num_features", "replace_classifier"]
@@ -97,12 +98,7 @@ def num_features(body: nn.Module, n_in: int | None = None, size: int = 64) -> in
     """
     n_in = first_conv(body).in_channels if n_in is None else n_in
     p = next(body.parameters())
-    was_training = body.training
-    # eval: BatchNorm over one 2x2 image would otherwise be degenerate and update the running stats
-    body.eval()
-    try:
-        with torch.no_grad():
-            out = body(torch.zeros(1, n_in, size, size, device=p.device, dtype=p.dtype))  # (1, C, h, w)
-    finally:
-        body.train(was_training)
+    # eval: BatchNorm over one image would otherwise be degenerate and update the running stats
+    with eval_mode(body), torch.no_grad():
+        out = body(torch.zeros(1, n_in, size, size, device=p.device, dtype=p.dtype))  # (1, C, h, w)
     return out.shape[1]

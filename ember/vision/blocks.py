@@ -20,7 +20,16 @@ from ember.data.blocks import TransformBlock, json_labels
 from ember.data.errors import DataError
 from ember.losses import CrossEntropyLossFlat, MSELossFlat
 from ember.vision.augment import IntToFloatTensor, ToTensor
-from ember.vision.core import PILImage, PILImageBW, PILMask, _from_array, show_image, show_mask, show_points
+from ember.vision.core import (
+    MASK_CMAP,
+    PILImage,
+    PILImageBW,
+    PILMask,
+    _from_array,
+    show_image,
+    show_mask,
+    show_points,
+)
 from ember.vision.kinds import IMAGE, MASK, POINTS
 
 __all__ = ["ImageBlock", "MaskBlock", "PointBlock"]
@@ -96,7 +105,7 @@ class MaskBlock(_PILBlock):
         super().__init__(type_tfms=[reader], item_tfms=[ToTensor()], batch_tfms=[IntToFloatTensor()])
 
     def show(self, value: Any, ax: Any) -> None:
-        show_mask(value, ax=ax, cmap=_MASK_CMAP)
+        show_mask(value, ax=ax, cmap=MASK_CMAP)
         _legend(ax, np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value), self.vocab)
 
     def to_config(self) -> dict:
@@ -110,15 +119,12 @@ class MaskBlock(_PILBlock):
         return len(self.vocab) or None
 
 
-_MASK_CMAP = "tab20"  # show_mask's default, named here so the legend's colours are the overlay's
-
-
 def _legend(ax: Any, mask: np.ndarray, codes: Sequence[str]) -> None:
     """A legend of the codes present in `mask`, each in the colour `show_mask` gives its class."""
     import matplotlib as mpl
     from matplotlib.patches import Patch
 
-    cmap = mpl.colormaps[_MASK_CMAP]
+    cmap = mpl.colormaps[MASK_CMAP]
     vmax = max(cmap.N - 1, int(mask.max(initial=0)))  # show_mask's colour scale: class i -> cmap(i / vmax)
     present = [int(i) for i in np.unique(mask) if 0 <= i < len(codes)]
     if present:

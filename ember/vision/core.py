@@ -323,11 +323,14 @@ def show_image(
     return ax
 
 
+MASK_CMAP = "tab20"  # masks' colour map: class i is its colour i (up to 20 classes), wherever drawn
+
+
 def show_mask(
     mask: Image.Image | Tensor | np.ndarray,
     ax: Any = None,
     alpha: float = 0.5,
-    cmap: str = "tab20",
+    cmap: str = MASK_CMAP,
     **kwargs: Any,
 ) -> Any:
     """Overlay a mask of class indices (h, w) on `ax`, one fixed colour per class; return ax."""

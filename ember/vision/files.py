@@ -31,9 +31,9 @@ from ember.data.errors import DataError
 from ember.data.getters import parent_label
 from ember.data.loaders import DataLoader
 from ember.learner.learner import Learner
+from ember.vision.app import VISION
 from ember.vision.augment import Resize
 from ember.vision.core import get_image_files, open_image
-from ember.vision.kinds import IMAGE, MASK
 from ember.vision.mask_io import overlay_mask, resize_mask, save_mask
 
 __all__ = [
@@ -91,12 +91,13 @@ def predict_file(learn: Learner, file: str | os.PathLike, top: int = 1) -> FileP
     return FilePrediction(str(path), label, round(float(probs[int(idx)]), 6) if single else None, ranked)
 
 
+_PREDICTION_TASKS: dict[str, Task] = {"vision.segment": "segment", "vision.image": "image"}
+
+
 def prediction_task(learn: Learner) -> Task:
     """What `learn` predicts for an image, from its target block: "segment" (a mask), "image" (an
     image-to-image model) or "classify" (anything else: labels, numbers, points)."""
-    blocks = getattr(getattr(learn.dls, "datasets", None), "blocks", None)  # None: not DataBlock loaders
-    kind = getattr(blocks[-1], "kind", None) if blocks else None
-    return "segment" if kind == MASK else "image" if kind == IMAGE else "classify"
+    return _PREDICTION_TASKS.get(VISION.task(learn) or "", "classify")
 
 
 def output_path(file: str | os.PathLike, suffix: str, out: str | os.PathLike | None = None) -> Path:

@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from ember.core.utils import atomic_write
+from ember.vision.core import MASK_CMAP
 
 __all__ = ["mask_colours", "overlay_mask", "resize_mask", "save_mask"]
 
 MaskLike = torch.Tensor | np.ndarray | Image.Image
-_CMAP = "tab20"  # show_mask's default colour map: class i is its colour i (for up to 20 classes)
 
 
 def mask_colours(n_classes: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def mask_colours(n_classes: int) -> np.ndarray:
     """
     import matplotlib as mpl
 
-    cmap = mpl.colormaps[_CMAP]
+    cmap = mpl.colormaps[MASK_CMAP]
     vmax = max(cmap.N - 1, n_classes - 1)
     rgba = cmap(np.arange(n_classes) / vmax)  # (n, 4) floats in [0, 1]
     return np.rint(rgba[:, :3] * 255).astype(np.uint8)

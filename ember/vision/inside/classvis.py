@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ember.core.utils import eval_mode
 from ember.models.hooks import hook_output
-from ember.vision.inside._layers import LayerSpec, eval_mode, find_layer, model_device
+from ember.vision.inside._layers import LayerSpec, find_layer, model_device
 from ember.vision.inside._param import Param, ParamImage, random_views
 from ember.vision.inside._plot import grid
 from ember.vision.inside._space import ImageSpace, find_normalize, image_space, normalize

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ember.core.utils import eval_mode
 from ember.models.hooks import hook_outputs
-from ember.vision.inside._layers import LayerSpec, eval_mode, find_layer
+from ember.vision.inside._layers import LayerSpec, find_layer
 from ember.vision.inside._plot import grid, rescale
 
 __all__ = ["feature_maps", "show_conv_filters", "show_feature_maps"]

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ember.core.utils import atomic_write
+from ember.core.utils import atomic_write, eval_mode
 from ember.models.hooks import hook_outputs
-from ember.vision.inside._layers import LayerSpec, conv_layers, eval_mode, find_layer, model_device
+from ember.vision.inside._layers import LayerSpec, conv_layers, find_layer, model_device
 from ember.vision.inside._page import LayerView, page_html
 from ember.vision.inside._space import denormalize, find_normalize, image_space
 from ember.vision.inside.classvis import visualize_channels
