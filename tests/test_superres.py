@@ -3,6 +3,7 @@ input, the feature loss and its columns, PSNR and SSIM."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -229,7 +230,7 @@ def _tiny_feat():
 
 def test_feature_loss_parts_are_pixel_features_and_grams():
     m = _tiny_feat()
-    fl = FeatureLoss(m, layer_ids=[1, 4], layer_wgts=[2.0, 3.0])
+    fl = FeatureLoss(m, layer_ids=[1, 4], layer_wgts=[2.0, 3.0], rescale=False)
     x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     total = fl(x, y)
     assert fl.metric_names == ["pixel", "feat_0", "feat_1", "gram_0", "gram_1"]
@@ -238,6 +239,26 @@ def test_feature_loss_parts_are_pixel_features_and_grams():
     torch.testing.assert_close(fl.metrics["feat_0"], F.l1_loss(fx1, fy1) * 2)
     torch.testing.assert_close(fl.metrics["gram_0"], F.l1_loss(gram_matrix(fx1), gram_matrix(fy1)) * 4 * 5e3)
     torch.testing.assert_close(total, sum(fl.metrics.values()))
+
+
+def test_feature_loss_rescales_each_layer_by_the_targets_mean_feature_so_its_scale_does_not_matter():
+    m = _tiny_feat()
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    fl = FeatureLoss(m, layer_ids=[1, 4], layer_wgts=[2.0, 3.0])
+    total = fl(x, y)
+    fx1, fy1 = m[:2](x), m[:2](y)
+    s1 = fy1.abs().mean()
+    torch.testing.assert_close(fl.metrics["feat_0"], F.l1_loss(fx1 / s1, fy1 / s1) * 2)
+    want = F.l1_loss(gram_matrix(fx1 / s1), gram_matrix(fy1 / s1)) * 4 * 5e3
+    torch.testing.assert_close(fl.metrics["gram_0"], want)
+    # Keras' VGG16 puts out features ~100 times larger than the lesson's: the same network, scaled
+    louder = copy.deepcopy(m)
+    with torch.no_grad():  # ReLU nets are homogeneous: layer 1's features x10, layer 4's x100
+        louder[0].weight *= 10
+        louder[0].bias *= 10
+        louder[3].weight *= 10
+        louder[3].bias *= 100
+    torch.testing.assert_close(FeatureLoss(louder, layer_ids=[1, 4], layer_wgts=[2.0, 3.0])(x, y), total)
 
 
 def test_feature_loss_is_zero_for_identical_images_and_positive_otherwise():

@@ -40,7 +40,12 @@ class FeatureLoss(nn.Module):
     `layer_ids[i]` of `m_feat` (an `nn.Sequential`), w_i `layer_wgts[i]`.
 
     The defaults are the lesson's: the ReLUs before VGG16's last three max-pools, weighted 5, 15 and 2, and
-    gram_scale 5e3. `m_feat` is frozen and put in eval mode; it follows the input to its device. After each
+    gram_scale 5e3. Those weights balance the parts for features of about unit size (the lesson's VGG16 has
+    BatchNorm); `vgg16_features` holds Keras' weights, whose activations are 20 to 170 on ImageNet-normalised
+    photos, which made the gram parts 10^7 times the pixel part. So with `rescale` (the default) each layer's
+    features, of input and target alike, are first divided by the target's mean absolute feature there (a
+    constant of the batch, no gradient): the loss is then the same whatever the feature model's scale.
+    `m_feat` is frozen and put in eval mode; it follows the input to its device. After each
     call, `metrics` holds each part's value (detached) under the names in `metric_names`: "pixel",
     "feat_0", ..., "gram_0", ...; the `LossMetrics` callback shows them in the epoch table.
 
@@ -56,6 +61,7 @@ class FeatureLoss(nn.Module):
         layer_wgts: Sequence[float] = (5, 15, 2),
         base_loss: Callable[[Tensor, Tensor], Tensor] = F.l1_loss,
         gram_scale: float = 5e3,
+        rescale: bool = True,
     ) -> None:
         super().__init__()
         if len(layer_ids) != len(layer_wgts):
@@ -64,7 +70,7 @@ class FeatureLoss(nn.Module):
             raise ValueError(f"FeatureLoss: layer id {max(layer_ids)} is past m_feat's {len(m_feat)} layers")
         self.m_feat = m_feat.eval().requires_grad_(False)
         self.layer_ids, self.layer_wgts = list(layer_ids), list(layer_wgts)
-        self.base_loss, self.gram_scale = base_loss, gram_scale
+        self.base_loss, self.gram_scale, self.rescale = base_loss, gram_scale, rescale
         n = len(self.layer_ids)
         self.metric_names = ["pixel", *(f"feat_{i}" for i in range(n)), *(f"gram_{i}" for i in range(n))]
         self.metrics: dict[str, Tensor] = {}
@@ -89,7 +95,9 @@ class FeatureLoss(nn.Module):
         self._follow(input.device)
         with torch.no_grad():
             targ_feats = self.make_features(target)
-        in_feats = self.make_features(input)
+            scales = [t.abs().mean().clamp_min(1e-8) if self.rescale else 1.0 for t in targ_feats]
+            targ_feats = [t / s for t, s in zip(targ_feats, scales)]
+        in_feats = [f / s for f, s in zip(self.make_features(input), scales)]
         pixel = self.base_loss(input, target)
         feats = [self.base_loss(f, t) * w for f, t, w in zip(in_feats, targ_feats, self.layer_wgts)]
         grams = [
