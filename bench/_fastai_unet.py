@@ -54,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     return parser.parse_args()
 
@@ -118,7 +119,7 @@ def main() -> None:
     valid = set(args.valid.read_text().split())
     codes = (path / "codes.txt").read_text().split()
     arch, cut, spec = lite0_arch(args.weights)
-    set_seed(42)
+    set_seed(args.seed)
     start = time.perf_counter()
     dblock = DataBlock(
         blocks=(ImageBlock, MaskBlock(codes)),

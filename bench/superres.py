@@ -1,10 +1,10 @@
 """Super-resolution and colourisation (the 2019 course's lesson 7) on real photos, side by side in one run.
 
 Data: `builtin_data("photo_crops")`, 128x128 crops of scikit-image's colour photos, 280 from seven photos to
-train on and 48 from two held-out photos (chelsea the cat, coffee) to score on. Every model is the same U-Net
-(`unet_learner(dls, "resnet18", pretrained=False)`, wrapped in `ResidualOutput` so that it predicts a correction
-to its input), trained with `fit_one_cycle` on aligned random 64x64 patches (`RandomPatch`, `PermuteChannels`),
-bs 8, bfloat16 autocast, seed 42; scores are on the whole held-out crops.
+train on and 48 from two held-out photos (chelsea the cat, coffee) to score on. Every model is the same
+U-Net (`unet_learner(dls, "resnet18", pretrained=False)`, wrapped in `ResidualOutput` so that it predicts a
+correction to its input), trained with `fit_one_cycle` on aligned random 64x64 patches (`RandomPatch`,
+`PermuteChannels`), bs 8, bfloat16 autocast, seed 42; scores are on the whole held-out crops.
 
 (a) **2x super-resolution**: the input is the target downscaled 2x and JPEG'd at a quality drawn in 10..70
     (`crappify(..., scale=2, text=False)`), brought back to 128 px bicubically. PSNR and SSIM of the bicubic
@@ -17,7 +17,8 @@ bs 8, bfloat16 autocast, seed 42; scores are on the whole held-out crops.
     run borrows ember's ResNet-18 definition, `_fastai_superres.py`) and the same loss (MSE; ember's
     `FeatureLoss`), bfloat16 both. Target: ember <= 1.0x fastai.
 
-Figures: `bench/out/superres.png` (input, bicubic, pixel loss, feature loss, target) and `bench/out/colourise.png`.
+Figures: `bench/out/superres.png` (input, bicubic, pixel loss, feature loss, target) and
+`bench/out/colourise.png`.
 
     python bench/superres.py [--quick] [--only sr2,sr4,lfw,colour,timing] [--fastai-python PATH | --no-fastai]
 """

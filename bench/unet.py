@@ -21,7 +21,7 @@ time at equal or better Dice. With `--runs N` the sides alternate N times and th
 pass over the parameters). `--threads N` sets torch's threads on every side.
 
     python bench/unet.py [--quick] [--runs 1] [--size 96] [--bs 8] [--epochs 2] [--lr 3e-3] [--threads N]
-                         [--fused-adam] [--fastai-python PATH | --no-fastai]
+                         [--seed 42] [--fused-adam] [--fastai-python PATH | --no-fastai]
 
 Timing never makes this exit non-zero. Run it on an otherwise idle machine.
 """
@@ -74,6 +74,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2, help="fine_tune(epochs): one frozen epoch more")
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=42, help="set_seed on every side (the split stays fixed)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--fused-adam", action="store_true", help="add a row: ember with fused AdamW")
     parser.add_argument("--fastai-python", type=Path, default=FASTAI_PYTHON, help="python of fastai's venv")
@@ -105,7 +106,7 @@ def run_ember(path: Path, valid: set[str], args: argparse.Namespace) -> dict:
     files = sorted((path / "images").glob("*.png"))
     codes = (path / "codes.txt").read_text().split()
     opt = {"opt_func": fused_adam} if args.side == "ember-fused" else {}
-    set_seed(42)
+    set_seed(args.seed)
     start = time.perf_counter()
     dblock = DataBlock(
         blocks=(ImageBlock, MaskBlock(codes)), get_y=lambda o: path / "labels" / o.name,
@@ -140,7 +141,8 @@ def run_side(side: str, path: Path, valid_file: Path, args: argparse.Namespace) 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         common = ["--valid", str(valid_file), "--out", str(out), "--size", str(args.size),
-                  "--bs", str(args.bs), "--epochs", str(args.epochs), "--lr", str(args.lr)]  # fmt: skip
+                  "--bs", str(args.bs), "--epochs", str(args.epochs), "--lr", str(args.lr),
+                  "--seed", str(args.seed)]  # fmt: skip
         common += [] if args.threads is None else ["--threads", str(args.threads)]
         if side == "fastai":
             spec = model_spec("efficientnet_lite0")
