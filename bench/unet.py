@@ -5,11 +5,14 @@ the MNI ICBM152 template, each with a mask of 4 classes (background, other, grey
 The validation set is a fixed 20% of the files (43, drawn with `random.Random(42)`), named explicitly to
 both libraries. Each side builds its loaders with a `DataBlock((ImageBlock, MaskBlock(codes)))`, the mask
 found by name in `labels/`, `item_tfms=Resize(--size)` and bs `--bs` (no augmentation), then a
-`unet_learner` around the same encoder, ember's EfficientNet-Lite0 with its ImageNet weights, cut before
-its pooling, normalised with the weights' own statistics, with two parameter groups (encoder, decoder),
-and trains `fine_tune(--epochs, --lr)` with the metrics `foreground_acc` and `DiceMulti()`. fastai
-(`_fastai_unet.py`, run in its side venv) gets the body flattened into the 18 stages ember's `DynamicUnet`
-runs, so that both U-Nets take their skips after the same stages and have the same parameters (checked).
+`unet_learner` around ember's EfficientNet-Lite0 with its ImageNet weights, normalised with the weights' own
+statistics, with two parameter groups (encoder, decoder), and trains `fine_tune(--epochs, --lr)` with the
+metrics `foreground_acc` and `DiceMulti()`. Each library cuts the encoder where it does by default: ember's
+ends at the last stage (320 channels; 9.3M parameters in all), fastai's before the pooling, so it keeps the
+1x1 head conv to 1280 channels, which the U-Net's middle convs then carry (81.7M parameters). fastai
+(`_fastai_unet.py`, run in its side venv) gets the network flattened into the stages ember's `DynamicUnet`
+runs, so that both take their skips after the same stages. `--same-network` adds a row: ember with
+fastai's cut (`cut=3`), the same parameters as fastai's (checked), which isolates the library's overhead.
 
 Each side runs in a process of its own (ember's is this script again, with `--side ember`). Printed per
 side: the wall time from the file list to the trained model, split into set-up (loaders and learner) and
@@ -21,7 +24,7 @@ time at equal or better Dice. With `--runs N` the sides alternate N times and th
 pass over the parameters). `--threads N` sets torch's threads on every side.
 
     python bench/unet.py [--quick] [--runs 1] [--size 96] [--bs 8] [--epochs 2] [--lr 3e-3] [--threads N]
-                         [--seed 42] [--fused-adam] [--fastai-python PATH | --no-fastai]
+                         [--seed 42] [--same-network] [--fused-adam] [--fastai-python PATH | --no-fastai]
 
 Timing never makes this exit non-zero. Run it on an otherwise idle machine.
 """
@@ -80,7 +83,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fastai-python", type=Path, default=FASTAI_PYTHON, help="python of fastai's venv")
     parser.add_argument("--no-fastai", action="store_true", help="skip the fastai comparison")
     # internal: run one ember side in this process and write its result to --out
-    parser.add_argument("--side", choices=["ember", "ember-fused"], help=argparse.SUPPRESS)
+    parser.add_argument("--same-network", action="store_true", help="add a row: ember with fastai's cut")
+    parser.add_argument("--side", choices=["ember", "ember-body", "ember-fused"], help=argparse.SUPPRESS)
     parser.add_argument("--valid", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -106,6 +110,7 @@ def run_ember(path: Path, valid: set[str], args: argparse.Namespace) -> dict:
     files = sorted((path / "images").glob("*.png"))
     codes = (path / "codes.txt").read_text().split()
     opt = {"opt_func": fused_adam} if args.side == "ember-fused" else {}
+    opt |= {"cut": 3} if args.side == "ember-body" else {}  # stem, blocks and the 1x1 head conv, as fastai
     set_seed(args.seed)
     start = time.perf_counter()
     dblock = DataBlock(
@@ -176,20 +181,21 @@ def med(results: list[dict], key: str) -> float:
 def report(args: argparse.Namespace, results: dict[str, list[dict]]) -> None:
     first = next(rs[0] for rs in results.values() if rs)
     print(
-        f"\nbrain MRI, {first['n_valid']} validation slices, EfficientNet-Lite0 U-Net "
-        f"({first['n_params'] / 1e6:.1f} M parameters), {args.size} px, bs {args.bs}, "
-        f"fine_tune({args.epochs}, {args.lr}); median of {args.runs} run(s)"
+        f"\nbrain MRI, {first['n_valid']} validation slices, EfficientNet-Lite0 U-Net, {args.size} px, "
+        f"bs {args.bs}, fine_tune({args.epochs}, {args.lr}); median of {args.runs} run(s)"
     )
-    cols = ("setup (s)", "train (s)", "total (s)", "CPU (s)", "fg acc", "dice", "/ fastai")
+    cols = ("params (M)", "setup (s)", "train (s)", "total (s)", "CPU (s)", "fg acc", "dice", "/ fastai")
     print(f"{'setup':<22}" + "".join(f"{c:>10}" for c in cols) + "  target")
     ref = med(results["fastai"], "total_s") if results.get("fastai") else None
-    names = {"ember": "ember", "ember-fused": "ember, fused AdamW", "fastai": "fastai"}
+    names = {"ember": "ember", "ember-body": "ember, fastai's cut", "ember-fused": "ember, fused AdamW",
+             "fastai": "fastai"}  # fmt: skip
     for side, rs in results.items():
         if not rs:
             continue
         name = names[side] + (f" {rs[0]['fastai_version']}" if side == "fastai" else "")
         ratio = "-" if ref is None else f"{med(rs, 'total_s') / ref:.2f}"
-        cells = [f"{med(rs, k):10.1f}" for k in ("setup_s", "train_s", "total_s", "cpu_s")]
+        cells = [f"{rs[0]['n_params'] / 1e6:10.1f}"]
+        cells += [f"{med(rs, k):10.1f}" for k in ("setup_s", "train_s", "total_s", "cpu_s")]
         cells += [f"{med(rs, k):10.3f}" for k in ("foreground_acc", "dice_multi")]
         target = "<= 0.5x fastai, dice >= fastai's" if side == "ember" else ""
         print(f"{name:<22}" + "".join(cells) + f"{ratio:>10}  {target}")
@@ -215,7 +221,11 @@ def main() -> None:
         return
     warn_if_busy()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
-    sides = ["ember"] + (["ember-fused"] if args.fused_adam else [])
+    sides = (
+        ["ember"]
+        + (["ember-body"] if args.same_network else [])
+        + (["ember-fused"] if args.fused_adam else [])
+    )
     sides += [] if args.no_fastai or not args.fastai_python.exists() else ["fastai"]
     results: dict[str, list[dict]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
@@ -227,7 +237,7 @@ def main() -> None:
                 if result is not None:
                     results[side].append(result)
     if results["ember"] and results.get("fastai"):
-        check_same_model(results["ember"][0], results["fastai"][0])
+        check_same_model(results.get("ember-body", results["ember"])[0], results["fastai"][0])
     report(args, results)
     print(f"load average after the runs: {os.getloadavg()[0]:.2f}")
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ember.models.surgery import num_features
 from ember.models.weights import WeightsNotFoundError
 from ember.vision.all import (
     CrossEntropyLossFlat,
@@ -125,6 +126,19 @@ def test_a_pretrained_efficientnet_lite0_body_makes_a_unet():
         pytest.skip("efficientnet-lite0 weights are not installed")
     assert model.eval()(torch.randn(1, 3, 50, 38)).shape == (1, 2, 50, 38)
     assert len(model.blocks) == 4 and _no_hooks(model)
+
+
+def test_an_efficientnet_unet_encoder_stops_before_the_1x1_head_conv_that_only_widens():
+    # The classifier's body ends in a 1x1 conv to 1280 channels; a U-Net built on it carries that width
+    # through its middle convs (82M parameters) for no resolution. The encoder stops at the last stage.
+    model = create_unet_model("efficientnet_lite0", n_out=2, img_size=64, pretrained=False)
+    out, _ = model.encoder.eval()(torch.zeros(1, 3, 64, 64))
+    assert out.shape[1] == 320
+    assert sum(p.numel() for p in model.parameters()) < 12e6
+    body = cut_body(create_model("efficientnet_lite0"), model_spec("efficientnet_lite0"))
+    assert num_features(body) == 1280  # the classifier's body is unchanged
+    wide = create_unet_model("efficientnet_lite0", n_out=2, img_size=64, pretrained=False, cut=3)
+    assert wide.encoder.eval()(torch.zeros(1, 3, 64, 64))[0].shape[1] == 1280  # cut=3 keeps the head conv
 
 
 # ---- unet_learner --------------------------------------------------------------------------------------

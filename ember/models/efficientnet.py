@@ -202,6 +202,7 @@ def lite_split(body: nn.Module) -> list[list[nn.Parameter]]:
         remap=from_package_keys,
     ),
     cut=3,  # stem, blocks, head: (bs, 3, h, w) -> (bs, 1280, h/32, w/32)
+    encoder_cut=2,  # a U-Net's encoder: stem and blocks, (bs, 3, h, w) -> (bs, 320, h/32, w/32)
     split=lite_split,
     classifier="classifier",
     mean=(127 / 255, 127 / 255, 127 / 255),  # TensorFlow's (x * 255 - 127) / 128

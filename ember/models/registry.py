@@ -61,6 +61,7 @@ def register_model(
     mean: Stats = IMAGENET_MEAN,
     std: Stats = IMAGENET_STD,
     input_size: int = 224,
+    encoder_cut: int | Callable[[nn.Module], nn.Module] | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated constructor under its function name, with its `ModelSpec` fields.
 
@@ -75,7 +76,9 @@ def register_model(
             raise ValueError(
                 f"a model named {name!r} is already registered by {_origin(old.fn)}; rename yours"
             )
-        spec = ModelSpec(name, fn, build, n_features, weights, cut, split, classifier, mean, std, input_size)
+        spec = ModelSpec(
+            name, fn, build, n_features, weights, cut, split, classifier, mean, std, input_size, encoder_cut
+        )
         _REGISTRY[name] = spec
         return fn
 

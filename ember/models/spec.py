@@ -62,3 +62,6 @@ class ModelSpec:
     mean: Stats = IMAGENET_MEAN  # normalisation the pretrained weights expect, RGB in [0, 1]
     std: Stats = IMAGENET_STD
     input_size: int = 224  # side of the square images the weights were trained on
+    # A U-Net's encoder, when it is not the body: EfficientNet's 1x1 head conv (320 -> 1280 channels) adds
+    # no resolution, only width, which the U-Net's middle convs would then carry (60M parameters more).
+    encoder_cut: int | Callable[[nn.Module], nn.Module] | None = None

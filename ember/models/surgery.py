@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -75,19 +76,22 @@ def replace_classifier(model: nn.Module, path: str, n_out: int) -> nn.Module:
     return model
 
 
-def cut_body(model: nn.Module, spec: ModelSpec) -> nn.Module:
+def cut_body(
+    model: nn.Module, spec: ModelSpec, cut: int | Callable[[nn.Module], nn.Module] | None = None
+) -> nn.Module:
     """The network without its pooling and classifier, sharing `model`'s layers.
 
-    With an integer `spec.cut` the body is an `nn.Sequential` of `model`'s first children, keeping their
-    names (`body.layer4`); otherwise `spec.cut(model)` builds it.
+    With an integer cut (`cut`, by default `spec.cut`) the body is an `nn.Sequential` of `model`'s first
+    children, keeping their names (`body.layer4`); otherwise `cut(model)` builds it.
 
     >>> body = cut_body(create_model("resnet18"), model_spec("resnet18"))  # doctest: +SKIP
     >>> list(body.named_children())[-1][0]  # doctest: +SKIP
     'layer4'
     """
-    if callable(spec.cut):
-        return spec.cut(model)
-    return nn.Sequential(OrderedDict(list(model.named_children())[: spec.cut]))
+    cut = spec.cut if cut is None else cut
+    if callable(cut):
+        return cut(model)
+    return nn.Sequential(OrderedDict(list(model.named_children())[:cut]))
 
 
 def num_features(body: nn.Module, n_in: int | None = None, size: int = 64) -> int:

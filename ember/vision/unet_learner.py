@@ -33,16 +33,20 @@ def create_unet_model(
     img_size: int | Sequence[int],
     pretrained: bool = True,
     weights: str | None = None,
+    cut: int | None = None,
     n_in: int = 3,
     **unet_kwargs: Any,
 ) -> DynamicUnet:
-    """A `DynamicUnet` whose encoder is `arch`'s body (cut before its pooling), pretrained or not.
+    """A `DynamicUnet` whose encoder is `arch`'s first `cut` children, pretrained or not. By default that
+    is its body (cut before its pooling), or where its spec's `encoder_cut` says (EfficientNet: before
+    its 1x1 head conv, which widens the features without adding resolution).
 
     >>> create_unet_model("resnet18", n_out=2, img_size=64, pretrained=False)(torch.zeros(1, 3, 50, 40)).shape
     torch.Size([1, 2, 50, 40])
     """
     spec = model_spec(arch)
-    body = cut_body(create_model(spec.name, pretrained=pretrained, n_in=n_in, weights=weights), spec)
+    model = create_model(spec.name, pretrained=pretrained, n_in=n_in, weights=weights)
+    body = cut_body(model, spec, cut if cut is not None else spec.encoder_cut)
     return DynamicUnet(body, n_out, img_size, **unet_kwargs)
 
 
@@ -108,7 +112,7 @@ def unet_learner(
     img_size = tuple(batch[0].shape[-2:])
     n_out = n_out if n_out is not None else _target_n_out(dls, batch)
     kwargs = {**(config or {}), **unet_kwargs}
-    model = create_unet_model(spec.name, n_out, img_size, pretrained, weights, n_in, **kwargs)
+    model = create_unet_model(spec.name, n_out, img_size, pretrained, weights, n_in=n_in, **kwargs)
     if normalize and (pretrained or weights is not None):
         _add_normalize(dls, spec.mean, spec.std)
     learn = Learner(
