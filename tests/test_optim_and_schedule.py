@@ -11,7 +11,7 @@ import torch
 from conftest import blobs_dls, mlp
 from torch import nn
 
-from ember.basics import SGD, Adam, Callback, CrossEntropyLossFlat, Learner, combined_cos
+from ember.basics import SGD, Adam, Callback, CrossEntropyLossFlat, Learner, RMSProp, combined_cos
 from ember.core.optimizer import get_hyper, lrs_for
 
 
@@ -244,3 +244,14 @@ def test_fine_tune_trains_frozen_then_unfrozen_with_discriminative_rates():
     # the unfrozen cycle ends at lr / div_final; the two groups keep their 1:100 ratio
     lrs = get_hyper(learn.opt, "lr")
     assert lrs[1] / lrs[0] == pytest.approx(100)
+
+
+def test_rmsprop_takes_the_step_of_the_formula_without_momentum_by_default():
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = RMSProp([w], lr=0.1)
+    w.grad = torch.tensor([0.5, 4.0])
+    opt.step()
+    sq = (1 - 0.99) * torch.tensor([0.5, 4.0]) ** 2  # the squared-gradient average after one step
+    want = torch.tensor([1.0, -2.0]) - 0.1 * torch.tensor([0.5, 4.0]) / (sq.sqrt() + 1e-8)
+    torch.testing.assert_close(w.detach(), want)
+    assert opt.param_groups[0]["momentum"] == 0.0 and opt.param_groups[0]["weight_decay"] == 0.0

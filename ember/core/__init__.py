@@ -1,6 +1,6 @@
 """ember.core: what every other package uses: devices, seeds, files, optimizers."""
 
-from ember.core.optimizer import SGD, Adam, default_splitter
+from ember.core.optimizer import SGD, Adam, RMSProp, default_splitter
 from ember.core.utils import (
     atomic_write,
     default_device,
@@ -15,6 +15,7 @@ from ember.core.utils import (
 __all__ = [
     "SGD",
     "Adam",
+    "RMSProp",
     "default_splitter",
     "atomic_write",
     "default_device",

@@ -20,6 +20,7 @@ from torch import nn
 __all__ = [
     "SGD",
     "Adam",
+    "RMSProp",
     "OptFunc",
     "default_splitter",
     "get_hyper",
@@ -38,6 +39,14 @@ def Adam(
 ):
     """Adam with decoupled weight decay: `torch.optim.AdamW(betas=(mom, sqr_mom), eps, weight_decay=wd)`."""
     return torch.optim.AdamW(params, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd)
+
+
+def RMSProp(
+    params, lr: float = 1e-3, mom: float = 0.0, sqr_mom: float = 0.99, eps: float = 1e-8, wd: float = 0.0
+):
+    """RMSprop: `torch.optim.RMSprop(alpha=sqr_mom, momentum=mom, weight_decay=wd)`. The clipped WGAN
+    trains with it, without momentum (Arjovsky et al.: momentum made the critic unstable)."""
+    return torch.optim.RMSprop(params, lr=lr, alpha=sqr_mom, eps=eps, weight_decay=wd, momentum=mom)
 
 
 def SGD(params, lr: float = 1e-3, mom: float = 0.0, wd: float = 0.0):
