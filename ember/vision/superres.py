@@ -32,6 +32,7 @@ __all__ = [
     "BICUBIC_NEAREST",
     "PermuteChannels",
     "RandomPatch",
+    "ResidualOutput",
     "crappify",
     "crappify_one",
     "psnr",
