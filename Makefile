@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+# Real images for the generative data sets (ember/generative/datasets.py), from Debian's packages
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench lint format clean
@@ -31,7 +34,15 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: $(STAMP) $(CHROMIUM)
+$(FASHION_MNIST):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+
+$(EMOJI_FONT):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji
+
+test: $(STAMP) $(CHROMIUM) $(FASHION_MNIST) $(EMOJI_FONT)
 	$(BIN)/python -m pytest -n 2 --timeout 900 -q
 
 # Benchmarks print their figures and references; they never fail on timing. Run them on a quiet machine.

@@ -20,6 +20,7 @@ __all__ = ["APPS", "UnknownApp", "load_app"]
 APPS: dict[str, str] = {
     "vision": "ember.vision.app",
     "collab": "ember.collab.app",
+    "generative": "ember.generative.app",
 }
 
 

@@ -27,7 +27,7 @@ import ember
 
 ROOT = Path(ember.__file__).parent
 CORE = ("core", "data", "learner", "callbacks")
-APPS = ("vision", "collab", "serve", "cli", "apps", "tabular", "text")
+APPS = ("vision", "collab", "generative", "serve", "cli", "apps", "tabular", "text")
 VISION_KINDS = ("image", "mask", "points")
 MAX_LINES = 400
 

@@ -102,6 +102,11 @@ class URLs:
     BRAIN_MRI = f"{BUILTIN_SCHEME}brain_mri"
     NUCLEI = f"{BUILTIN_SCHEME}nuclei"
     PHOTO_CROPS = f"{BUILTIN_SCHEME}photo_crops"  # and its photo crops, for super-resolution
+    # Registered by the generative application when it is imported: read from Debian's packages (Makefile)
+    FASHION_MNIST = f"{BUILTIN_SCHEME}fashion_mnist"  # 60,000 train + 10,000 valid, 10 classes
+    FASHION_MNIST_10K = f"{BUILTIN_SCHEME}fashion_mnist_10k"  # 800 + 200 of each class
+    EMOJI = f"{BUILTIN_SCHEME}emoji"  # 1,381 colour emoji, 64 px RGB on white
+    EMOJI_128 = f"{BUILTIN_SCHEME}emoji_128"
 
 
 def untar_data(

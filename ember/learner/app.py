@@ -92,6 +92,8 @@ class AppSpec:
     - `show_results(learn, ds_idx, max_n)`: inputs, targets and predictions (None: the DataBlock's).
     - `microscope(learn, path, dl=..., **kwargs)`: writes a page browsing what each channel of the model
       responds to and returns its path (None: the application has none); `interp.microscope` calls it.
+    - `export_model(learn)`: the network whose weights the export holds, the one `build`'s learner has
+      as its model (None: `learn.model`; a GAN exports its generator without the critic).
     """
 
     name: str
@@ -102,6 +104,7 @@ class AppSpec:
     report_sections: Callable[[Learner], Iterable[Section]] | None = None
     show_results: Callable[[Learner, int, int], Any] | None = None
     microscope: Callable[..., Path] | None = None
+    export_model: Callable[[Learner], torch.nn.Module] | None = None
 
 
 _REGISTERED: dict[str, AppSpec] = {}
@@ -122,8 +125,11 @@ def registered_app(name: str) -> AppSpec | None:
 
 
 def app_of(learn: Learner) -> tuple[AppSpec, str] | None:
-    """The registered application that claims `learn`, with its task's name; None when none does."""
-    for spec in _REGISTERED.values():
+    """The registered application that claims `learn`, with its task's name; None when none does.
+
+    The last registered is asked first: an application built on another imports it, so registers after
+    it, and claims its own learners (which the other might also take for its own) before the other does."""
+    for spec in reversed(_REGISTERED.values()):
         task = spec.task(learn)
         if task is not None:
             return spec, task

@@ -74,7 +74,9 @@ class NotAnExportError(ValueError):
 def export_learner(learn: Learner, path: Path) -> Path:
     """Write `learn`'s model and inference pipeline to `path` atomically (see the module's docstring)."""
     cfg = describe(learn)
-    tensors = model_tensors(learn.model)
+    found = app_of(learn)
+    export_model = found[0].export_model if found is not None else None
+    tensors = model_tensors(learn.model if export_model is None else export_model(learn))
     data = save(tensors, metadata={"format": FORMAT, "version": str(VERSION), "config": json.dumps(cfg)})
     with atomic_write(path) as f:
         f.write(data)

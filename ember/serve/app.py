@@ -43,7 +43,7 @@ from ember.learner.export import read_export_info
 from ember.serve.batcher import MicroBatcher
 from ember.serve.limits import BodyLimit
 from ember.serve.model import ServedModel, check_servable
-from ember.serve.pictures import picture_router
+from ember.serve.pictures import json_picture_router, picture_router
 from ember.serve.routes import add_error_handlers, image_router, json_router, router
 
 __all__ = ["Limits", "create_app", "run_server"]
@@ -134,13 +134,14 @@ def create_app(
 
 def _requests_router(model: ServedModel) -> APIRouter:
     if model.io.kind != "image":
-        return json_router
+        return json_router if model.io.draw is None else json_picture_router
     return image_router if model.io.draw is None else picture_router
 
 
 def _about(model: ServedModel) -> str:
     if model.io.kind != "image":
-        return f"Send JSON, e.g. `{model.io.example}`."
+        about = f" {model.io.about}" if model.io.about else ""
+        return f"Send JSON, e.g. `{model.io.example}`.{about}"
     if model.io.draw is None:
         return _IMAGES
     about = f" {model.io.about}" if model.io.about else ""

@@ -13,6 +13,9 @@ POST /predict/batch  several images: multipart field `files`
 or, for one that reads JSON (`json_router`, e.g. a recommender's `{"user": 15, "item": "Heat"}`):
 POST /predict        one JSON object, or a list of them
 POST /predict/batch  a list of JSON objects
+
+(a model whose answers are pictures, e.g. a generator's for `{"seed": 3}`, has the same endpoints in
+`ember.serve.pictures`, which answer the picture too)
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ _RAW_TYPES = ("image/", "application/octet-stream")
 async def page(request: Request) -> HTMLResponse:
     served = request.app.state.served
     io = served.model.io
-    kind = "picture" if io.draw is not None else io.kind
+    kind = "picture" if io.draw is not None and io.kind == "image" else io.kind
     body = render_page(served.model.info, served.limits.max_upload_mb, kind, io.fields, io.example, io.about)
     headers = {
         "Content-Security-Policy": content_security_policy(kind),

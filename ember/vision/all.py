@@ -4,6 +4,8 @@ from ember.basics import *
 from ember.basics import __all__ as _basics_all
 from ember.callbacks.loss_metrics import *
 from ember.callbacks.loss_metrics import __all__ as _loss_metrics_all
+from ember.generative.all import *
+from ember.generative.all import __all__ as _generative_all
 from ember.interpret.all import *
 from ember.interpret.all import __all__ as _explain_all
 from ember.models.vgg import vgg16_features
@@ -57,5 +59,6 @@ __all__ = [
     *_loss_metrics_all,
     *_explain_all,
     *_inside_all,
+    *_generative_all,
     "vgg16_features",
 ]

@@ -36,6 +36,13 @@ form.addEventListener("submit", async (e) => {
 
 function show(data) {
   say("Prediction:");
+  // An answer that is a picture (a generator's) comes as a PNG data URI in `image`: shown, not printed.
+  const picture = typeof data.image === "string" && data.image.startsWith("data:image/png;base64,");
+  const img = $("picture");
+  img.hidden = !picture;
+  img.onload = () => img.classList.toggle("small", img.naturalWidth < img.clientWidth);  // crisp pixels
+  if (picture) img.src = data.image;
+  if (picture) delete data.image;
   const [first] = Object.keys(data);  // an application puts its answer first, e.g. "rating"
   const shown = (v) => (typeof v === "number" ? v.toFixed(3) : typeof v === "string" ? v : JSON.stringify(v));
   $("label").textContent = `${first}: ${shown(data[first])}`;

