@@ -51,6 +51,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/collab.py
 	$(BIN)/python bench/vision.py
+	$(BIN)/python bench/unet.py
+	$(BIN)/python bench/superres.py
+	$(BIN)/python bench/interpret.py
+	$(BIN)/python bench/style.py
+	$(BIN)/python bench/generative.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check ember tests bench

@@ -11,6 +11,9 @@ batch dropped as ember's training loader does. ember: `vae_learner(dls, "mlp", l
 ELBO is -(BCE summed + KL) per validation image, the mean (z) of the posterior decoded, in nats (higher
 is better). Each run uses its own seed; the script prints every run and the mean.
 
+bench/generative.py runs this comparison (its `vae` section, with `--vae-epochs` and `--runs`) and times
+`plain_vae_steps` against ember's Learner; it also runs alone:
+
     .venv/bin/python bench/_vae_side.py [--epochs 10] [--runs 3] [--threads N] [--device cpu|cuda]
 """
 
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ember.core.optimizer import Adam
-from ember.generative.vae_learner import vae_learner
+from ember.generative.vae_learner import VAELearner, vae_learner
 from ember.vision.all import (
     DataBlock,
     GrandparentSplitter,
@@ -108,13 +111,72 @@ def plain_run(train: Tensor, valid: Tensor, epochs: int, seed: int) -> float:
     return -total / len(valid)
 
 
-def ember_run(dls, arch: str, latent_dim: int, epochs: int, seed: int, torch_adam: bool = False) -> float:
+def ember_run(
+    dls, arch: str, latent_dim: int, epochs: int, seed: int, torch_adam: bool = False
+) -> VAELearner:
     set_seed(seed)
     # torch_adam: the examples' optimizer (torch.optim.Adam's betas and eps, no weight decay)
     opt = partial(Adam, sqr_mom=0.999, eps=1e-8, wd=0.0) if torch_adam else Adam
     learn = vae_learner(dls, arch, latent_dim=latent_dim, opt_func=opt, quiet=True)
     learn.fit(epochs, LR)
-    return learn.recorder.final_metrics["elbo"]
+    return learn
+
+
+def plain_vae_steps(
+    model: nn.Module, batches: list[tuple[Tensor, Tensor]], opt: torch.optim.Optimizer
+) -> float:
+    """One pass of a VAE over pre-made `(x, x)` batches in a plain loop, with the loss `VAELoss` computes
+    (BCE summed + KL, per image): the reference of bench/generative.py's speed comparison. Returns the
+    last loss."""
+    model.train()
+    for x, _ in batches:
+        recon, mu, logvar = model(x)  # (bs, 1, 28, 28), (bs, latent), (bs, latent)
+        bce = F.binary_cross_entropy(recon, x, reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        loss = (bce + kl) / len(x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        last = loss.item()
+    return last
+
+
+NAMES = [
+    "pytorch examples VAE (plain loop)",
+    "ember mlp_vae",
+    "ember mlp_vae, the examples' Adam",
+    "ember conv_vae",
+]
+
+
+def vae_comparison(epochs: int, runs: int, device: str = "cpu") -> VAELearner:
+    """Train every model of `NAMES` `runs` times (seeds 1000, 1001, ...), print each validation ELBO and the
+    means; returns the last conv VAE learner."""
+    dls = dataloaders(device)
+    train, valid = tensors(dls, 0), tensors(dls, 1)
+    assert (len(train), len(valid)) == (4000, 1000), (len(train), len(valid))
+    print(f"\n== vae: MNIST5K, 4,000 train / 1,000 valid digits, {epochs} epochs, bs {BS}, {runs} run(s)")
+    rows: dict[str, list[float]] = {name: [] for name in NAMES}
+    for run in range(runs):
+        seed = 1000 + run
+        for name in NAMES:
+            start = time.perf_counter()
+            if name.startswith("pytorch"):
+                elbo = plain_run(train, valid, epochs, seed)
+            else:
+                arch, latent_dim = ("conv", 16) if "conv" in name else ("mlp", 20)
+                learn = ember_run(dls, arch, latent_dim, epochs, seed, torch_adam="Adam" in name)
+                elbo = learn.recorder.final_metrics["elbo"]
+            rows[name].append(elbo)
+            print(f"  run {run} {name:36s} ELBO {elbo:8.2f} nats  ({time.perf_counter() - start:.1f} s)")
+    print(f"  validation ELBO, nats per image (higher is better), mean and sd of {runs} run(s):")
+    ref = statistics.mean(rows[NAMES[0]])
+    for name, vals in rows.items():
+        mean, sd = statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+        gap = 100 * (mean - ref) / abs(ref)
+        print(f"  {name:36s} {mean:8.2f}  sd {sd:5.2f}  vs reference {gap:+.2f}%")
+    print("  targets: ember mlp_vae within 1% of the reference, conv_vae above it")
+    return learn
 
 
 def main() -> None:
@@ -128,32 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dls = dataloaders(args.device)
-    train, valid = tensors(dls, 0), tensors(dls, 1)
-    assert (len(train), len(valid)) == (4000, 1000), (len(train), len(valid))
-    names = [
-        "pytorch examples VAE (plain loop)",
-        "ember mlp_vae",
-        "ember mlp_vae, the examples' Adam",
-        "ember conv_vae",
-    ]
-    rows: dict[str, list[float]] = {name: [] for name in names}
-    for run in range(args.runs):
-        seed = 1000 + run
-        for name in names:
-            start = time.perf_counter()
-            if name.startswith("pytorch"):
-                elbo = plain_run(train, valid, args.epochs, seed)
-            else:
-                arch, latent_dim = ("conv", 16) if "conv" in name else ("mlp", 20)
-                elbo = ember_run(dls, arch, latent_dim, args.epochs, seed, torch_adam="Adam" in name)
-            rows[name].append(elbo)
-            print(f"run {run} {name:36s} ELBO {elbo:8.2f} nats  ({time.perf_counter() - start:.1f} s)")
-    print(f"\nvalidation ELBO, nats per image, {args.epochs} epochs, bs {BS}, {args.runs} runs (mean, sd):")
-    ref = statistics.mean(rows["pytorch examples VAE (plain loop)"])
-    for name, vals in rows.items():
-        mean, sd = statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-        print(f"  {name:36s} {mean:8.2f}  sd {sd:5.2f}  vs reference {mean / ref:.3f}x")
+    vae_comparison(args.epochs, args.runs, args.device)
 
 
 if __name__ == "__main__":
