@@ -41,7 +41,7 @@ def test_a_pretrained_unet_segments_real_brain_slices_better_than_the_commonest_
         item_tfms=Resize(96), num_workers=0,
     )  # fmt: skip
     learn = unet_learner(dls, efficientnet_lite0, metrics=[foreground_acc, DiceMulti()], quiet=True)
-    learn.fine_tune(2, 3e-3)
+    learn.fine_tune(5, 3e-3)  # the 9M-parameter U-Net trains 4x faster than the 82M one did 2 epochs
     # The baseline: every foreground pixel called the commonest tissue of the validation masks.
     targs = torch.cat([yb for _, yb in learn.dls.valid])
     fg = targs[targs != 0]
