@@ -205,6 +205,16 @@ def test_serve_answers_a_seed_or_a_z_with_the_image_as_a_png(gan, served):
     assert raw.headers["content-type"] == "image/png" and raw.content == png
 
 
+def test_serve_shows_the_sliders_page_with_its_api_beside_the_common_json_api(gan, served):
+    page = served.get("/")
+    assert page.status_code == 200 and '<script src="static/sliders.js">' in page.text
+    n = len(served.get("/directions").json()["labels"])
+    png = served.post("/decode", json={"coords": [0.0] * n})
+    assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert served.get("/static/sliders.js").status_code == 200
+    assert served.post("/predict", json={"seed": 1}).status_code == 200  # the common API stays
+
+
 def test_serve_refuses_a_z_of_the_wrong_size_a_bad_seed_and_a_body_without_seed_or_z(served):
     r = served.post("/predict", json={"z": [0.0] * 3})
     assert r.status_code == 400 and "latent size is 8" in r.json()["error"]
@@ -214,8 +224,3 @@ def test_serve_refuses_a_z_of_the_wrong_size_a_bad_seed_and_a_body_without_seed_
     r = served.post("/predict", content=b'{"z": [0, 0, 0, 0, 0, 0, 0, Infinity]}',
                     headers={"Content-Type": "application/json"})  # fmt: skip
     assert r.status_code == 400 and "finite numbers" in r.json()["error"]
-
-
-def test_the_served_page_asks_for_a_seed_and_shows_the_picture(served):
-    page = served.get("/").text
-    assert 'name="seed"' in page and 'id="picture"' in page

@@ -234,13 +234,15 @@ def test_ember_sliders_serves_the_page_and_says_where(exports):
         proc.wait(10)
 
 
-def test_the_ember_serve_page_of_a_gan_shows_the_image_of_a_seed(exports, browser):
+def test_the_ember_serve_page_of_a_gan_is_the_sliders_page_and_shows_the_image_of_a_seed(exports, browser):
+    learn = load_learner(exports[0])
     for url in _serve(create_app(exports[0])):
         loaded = open_page(browser, url)
         page = loaded.page
-        page.fill("input[name=seed]", "4")
-        page.click("button[type=submit]")
-        page.wait_for_function("() => !document.getElementById('picture').hidden")
-        assert page.evaluate("() => document.getElementById('picture').naturalWidth") == 32
-        assert page.text_content("#label") == "seed: 4.000"
+        _settled(page)
+        assert page.locator("#sliders input[type=range]").count() == 8
+
+        page.fill("#seed", "4")
+        shown = _after(page, lambda page=page: page.dispatch_event("#seed", "change"))
+        assert shown == png_of(learn.predict(4)[1])
         assert not loaded.errors, loaded.errors

@@ -310,6 +310,12 @@ def _generate(learn: GenerativeLearner, xs: list[dict[str, Any]]) -> list[dict[s
             for p, x in zip(pixels, xs)]  # fmt: skip
 
 
+def _sliders_page(app: Any, path: Path) -> None:
+    from ember.generative.sliders import mount_sliders  # the page's module imports this one
+
+    mount_sliders(app, path)
+
+
 LATENT_IO = RequestIO(
     kind="json",
     read=_read,
@@ -319,7 +325,8 @@ LATENT_IO = RequestIO(
     example="""curl -H 'Content-Type: application/json' -d '{"seed": 3}' URL/predict""",
     draw=png_of,
     about='Send `{"seed": n}` for the image of a random latent vector, or `{"z": [...]}` (latent_dim '
-    "numbers).",
+    "numbers). The page at / is the sliders page.",
+    mount=_sliders_page,
 )
 
 GENERATIVE = AppSpec(

@@ -47,7 +47,7 @@ from ember.vision.core import ImageLoadError, ImageTooLarge, open_image
 
 from .app import MAX_SEED, N_DIRECTIONS, GenerativeLearner, png_of
 
-__all__ = ["NotGenerativeError", "SliderModel", "create_sliders_app", "run_sliders"]
+__all__ = ["NotGenerativeError", "SliderModel", "create_sliders_app", "mount_sliders", "run_sliders"]
 
 RANGE = 3.0  # the sliders go from -RANGE to +RANGE standard deviations
 _MODES = {1: "L", 3: "RGB"}
@@ -129,11 +129,23 @@ def create_sliders_app(
     """
     model = SliderModel.load(model_path, k)
     app = FastAPI(title=f"ember sliders · {model.name}", description=__doc__.split("\n\n")[1])
-    app.state.sliders = _Served(model, anyio.CapacityLimiter(1), max_pixels)
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
     add_error_handlers(app)
-    app.include_router(router)
+    _add_sliders(app, model, max_pixels)
     return app
+
+
+def mount_sliders(
+    app: FastAPI, model_path: str | Path, k: int = N_DIRECTIONS, max_pixels: int = 40_000_000
+) -> None:
+    """Add the sliders page and its API to another FastAPI `app` (what `ember serve` of a generative export
+    does, through `RequestIO.mount`): its `GET /` becomes the sliders page."""
+    _add_sliders(app, SliderModel.load(model_path, k), max_pixels)
+
+
+def _add_sliders(app: FastAPI, model: SliderModel, max_pixels: int) -> None:
+    app.state.sliders = _Served(model, anyio.CapacityLimiter(1), max_pixels)
+    app.include_router(router)
 
 
 def _model(request: Request) -> SliderModel:
