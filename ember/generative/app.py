@@ -310,10 +310,10 @@ def _generate(learn: GenerativeLearner, xs: list[dict[str, Any]]) -> list[dict[s
             for p, x in zip(pixels, xs)]  # fmt: skip
 
 
-def _sliders_page(app: Any, path: Path) -> None:
+def _sliders_page(app: Any, learn: Learner) -> None:
     from ember.generative.sliders import mount_sliders  # the page's module imports this one
 
-    mount_sliders(app, path)
+    mount_sliders(app, learn)
 
 
 LATENT_IO = RequestIO(

@@ -83,6 +83,11 @@ class SliderModel:
             )
         learn = load_learner(path)
         assert isinstance(learn, GenerativeLearner)
+        return cls.of(learn, str(info.get("arch") or path.stem), k)
+
+    @classmethod
+    def of(cls, learn: GenerativeLearner, name: str, k: int = N_DIRECTIONS) -> SliderModel:
+        """`learn`'s first `k` directions (all it holds when it holds fewer), for the page titled `name`."""
         dirs = learn.directions
         if k < 1:
             raise ValueError(f"--k {k}: the page needs at least one slider")
@@ -93,7 +98,6 @@ class SliderModel:
         # items than directions) would move nothing, and its positions would divide by a zero sigma.
         idx = torch.nonzero(dirs.sigmas > 1e-6 * dirs.sigmas.max()).flatten()[:k]
         labels = [f"z[{i}]" if raw else f"PC{i + 1} · {100 * float(dirs.explained[i]):.0f}%" for i in idx]
-        name = str(info.get("arch") or path.stem)
         return cls(learn, dirs.directions[idx], dirs.sigmas[idx], dirs.mean, labels, name)
 
     def z_of(self, coords: Tensor) -> Tensor:
@@ -136,11 +140,13 @@ def create_sliders_app(
 
 
 def mount_sliders(
-    app: FastAPI, model_path: str | Path, k: int = N_DIRECTIONS, max_pixels: int = 40_000_000
+    app: FastAPI, learn: GenerativeLearner, k: int = N_DIRECTIONS, max_pixels: int = 40_000_000
 ) -> None:
-    """Add the sliders page and its API to another FastAPI `app` (what `ember serve` of a generative export
-    does, through `RequestIO.mount`): its `GET /` becomes the sliders page."""
-    _add_sliders(app, SliderModel.load(model_path, k), max_pixels)
+    """Add the sliders page of the loaded `learn` and its API to another FastAPI `app` (what `ember serve`
+    of a generative export does, through `RequestIO.mount`, with the learner it serves): its `GET /`
+    becomes the sliders page."""
+    name = str(learn.export_info.get("arch") or "generative model")
+    _add_sliders(app, SliderModel.of(learn, name, k), max_pixels)
 
 
 def _add_sliders(app: FastAPI, model: SliderModel, max_pixels: int) -> None:

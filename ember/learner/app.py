@@ -64,9 +64,10 @@ class RequestIO:
     itself for `POST /predict?format=png`. Such an answer may also hold `classes` (name -> share of the
     picture) and `colors` (name -> CSS colour), which the page shows as the picture's legend.
 
-    `mount(app, path)` (None: none) adds an application's own page and routes to the server's FastAPI
-    `app` for the export at `path`, before the common ones, so its `GET /` page replaces the common one
-    (a generative export's sliders page); the common JSON API stays.
+    `mount(app, learn)` (None: none) adds an application's own page and routes to the server's FastAPI
+    `app` for the served learner `learn` (the one the API answers with, not a second copy), before the
+    common ones, so its `GET /` page replaces the common one (a generative export's sliders page); the
+    common JSON API stays.
     """
 
     kind: str
@@ -79,7 +80,7 @@ class RequestIO:
     draw: Callable[[Any], bytes] | None = None  # PNG bytes from an answer's "image"; None: no picture
     about: str = ""  # what an answer holds, for the page and the API's description
     variant: Callable[[dict[str, Any]], RequestIO | None] = _this_one
-    mount: Callable[[Any, Path], None] | None = None
+    mount: Callable[[Any, Learner], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=served.limits.max_bytes)
     add_error_handlers(app)
     if model.io.mount is not None:  # the application's own page and routes, ahead of the common page
-        model.io.mount(app, Path(model_path))
+        model.io.mount(app, model.learn)
     app.include_router(router)
     app.include_router(_requests_router(model))
     return app
